@@ -1,0 +1,91 @@
+"""One snapshot per proxy group, with async watches.
+
+Streams never poll: each waits on a future that the next ``set`` resolves. A burst of
+``set`` calls between two turns of the event loop wakes each stream once, and the stream
+reads the latest snapshot, so bursts coalesce by construction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from xds_server.cache import consistency
+from xds_server.cache.snapshot import EMPTY_SNAPSHOT, Snapshot
+
+
+@dataclass(frozen=True, slots=True)
+class CacheState:
+    """What the cache holds at one moment: a snapshot for every group."""
+
+    default: Snapshot
+    groups: Mapping[str, Snapshot]
+    #: Monotonic time the state was set; the start of convergence measurements.
+    set_at: float
+    generation: int
+
+    def snapshot_for(self, group: str) -> Snapshot:
+        return self.groups.get(group, self.default)
+
+
+class SnapshotCache:
+    """Holds the current snapshot of every proxy group and wakes streams on change."""
+
+    def __init__(self) -> None:
+        self._state = CacheState(EMPTY_SNAPSHOT, MappingProxyType({}), time.monotonic(), 0)
+        self._changed: asyncio.Future[None] | None = None
+
+    @property
+    def state(self) -> CacheState:
+        return self._state
+
+    def snapshot_for(self, group: str) -> Snapshot:
+        return self._state.snapshot_for(group)
+
+    def set_snapshots(
+        self,
+        default: Snapshot,
+        groups: Mapping[str, Snapshot] | None = None,
+        *,
+        check: bool = True,
+    ) -> None:
+        """Replace every group's snapshot at once.
+
+        ``default`` is served to any group not named in ``groups``. With ``check`` (the
+        default) an inconsistent snapshot raises :class:`consistency.InconsistentSnapshot`
+        and nothing changes; tests that need to inject a bad resource pass ``check=False``.
+        """
+        named = dict(groups or {})
+        if check:
+            consistency.check(default)
+            for snapshot in named.values():
+                consistency.check(snapshot)
+        self._state = CacheState(
+            default=default,
+            groups=MappingProxyType(named),
+            set_at=time.monotonic(),
+            generation=self._state.generation + 1,
+        )
+        self._notify()
+
+    def set_snapshot(self, group: str, snapshot: Snapshot, *, check: bool = True) -> None:
+        """Replace one group's snapshot, keeping the others."""
+        groups = dict(self._state.groups)
+        groups[group] = snapshot
+        self.set_snapshots(self._state.default, groups, check=check)
+
+    async def wait_for_change(self, generation: int) -> CacheState:
+        """Return the cache state once its generation differs from ``generation``."""
+        while self._state.generation == generation:
+            if self._changed is None or self._changed.done():
+                self._changed = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._changed)
+        return self._state
+
+    def _notify(self) -> None:
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
+        self._changed = None

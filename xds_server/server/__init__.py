@@ -1,0 +1,1 @@
+"""gRPC services: ADS (SotW and delta), per-type xDS services, CSDS."""

@@ -1,0 +1,39 @@
+"""Start and stop the grpc.aio server that carries every xDS service."""
+
+from __future__ import annotations
+
+import grpc
+
+from xds_server.cache.snapshot_cache import SnapshotCache
+from xds_server.cache.status import ProxyRegistry
+from xds_server.server.limits import StreamLimits
+from xds_server.server.services import XdsServices
+
+#: Envoy's keepalive and message sizes: big snapshots (thousands of clusters) exceed gRPC's
+#: 4 MiB default in one SotW response; requests stay small and are capped lower.
+_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.max_send_message_length", 256 * 1024 * 1024),
+    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_concurrent_streams", 100_000),
+]
+
+
+async def start_ads_server(
+    cache: SnapshotCache,
+    registry: ProxyRegistry,
+    host: str,
+    port: int,
+    limits: StreamLimits | None = None,
+) -> tuple[grpc.aio.Server, int]:
+    """Start serving on host:port (0 picks a free port); returns the server and its port."""
+    server = grpc.aio.server(options=_OPTIONS)
+    server.add_generic_rpc_handlers(XdsServices(cache, registry, limits).handlers())
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot listen on {host}:{port} for ADS")
+    await server.start()
+    return server, bound

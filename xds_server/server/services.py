@@ -1,0 +1,162 @@
+"""The gRPC services: ADS (SotW and delta) and the per-type CDS/EDS/LDS/RDS/SDS services.
+
+All of them are one core (:class:`SotwStream` / :class:`DeltaStream`) restricted to a set of
+types. Handlers are registered generically so responses can be pre-serialised bytes that
+gRPC sends as they are, instead of messages re-encoded for every stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from envoy.service.discovery.v3 import discovery_pb2
+
+from xds_server.cache import encoding
+from xds_server.cache.snapshot import set_version
+from xds_server.cache.snapshot_cache import SnapshotCache
+from xds_server.cache.status import ProxyRegistry
+from xds_server.cache.types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET
+from xds_server.server.delta import DeltaStream
+from xds_server.server.errors import StreamError
+from xds_server.server.limits import StreamLimits
+from xds_server.server.sotw import SotwStream
+from xds_server.server.stream import XdsStream
+
+log = logging.getLogger("xds_server.server")
+
+DiscoveryRequest = discovery_pb2.DiscoveryRequest
+DeltaDiscoveryRequest = discovery_pb2.DeltaDiscoveryRequest
+
+ADS_SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
+
+#: Per-type services: (service, method suffix, type URL).
+PER_TYPE_SERVICES: tuple[tuple[str, str, str], ...] = (
+    ("envoy.service.cluster.v3.ClusterDiscoveryService", "Clusters", CLUSTER),
+    ("envoy.service.endpoint.v3.EndpointDiscoveryService", "Endpoints", ENDPOINT),
+    ("envoy.service.listener.v3.ListenerDiscoveryService", "Listeners", LISTENER),
+    ("envoy.service.route.v3.RouteDiscoveryService", "Routes", ROUTE),
+    ("envoy.service.secret.v3.SecretDiscoveryService", "Secrets", SECRET),
+)
+
+
+def _identity(data: bytes) -> bytes:
+    return data
+
+
+StreamFactory = Callable[[str], XdsStream[Any]]
+
+
+class XdsServices:
+    """Builds the gRPC handlers over one cache and one proxy registry."""
+
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        registry: ProxyRegistry,
+        limits: StreamLimits | None = None,
+    ) -> None:
+        self.cache = cache
+        self.registry = registry
+        self.limits = limits or StreamLimits()
+
+    def handlers(self) -> list[grpc.GenericRpcHandler]:
+        result = [
+            grpc.method_handlers_generic_handler(
+                ADS_SERVICE,
+                {
+                    "StreamAggregatedResources": self._sotw_handler(PUSH_ORDER, ads=True),
+                    "DeltaAggregatedResources": self._delta_handler(PUSH_ORDER, ads=True),
+                },
+            )
+        ]
+        for service, suffix, type_url in PER_TYPE_SERVICES:
+            result.append(
+                grpc.method_handlers_generic_handler(
+                    service,
+                    {
+                        f"Stream{suffix}": self._sotw_handler((type_url,), ads=False),
+                        f"Delta{suffix}": self._delta_handler((type_url,), ads=False),
+                        f"Fetch{suffix}": self._fetch_handler(type_url),
+                    },
+                )
+            )
+        return result
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    def _sotw_handler(
+        self, types: tuple[str, ...], *, ads: bool
+    ) -> grpc.RpcMethodHandler[Any, bytes]:
+        def make(peer: str) -> XdsStream[Any]:
+            return SotwStream(self.cache, self.registry, self.limits, types, peer, ads=ads)
+
+        return grpc.stream_stream_rpc_method_handler(
+            self._streamer(make),
+            request_deserializer=DiscoveryRequest.FromString,
+            response_serializer=_identity,
+        )
+
+    def _delta_handler(
+        self, types: tuple[str, ...], *, ads: bool
+    ) -> grpc.RpcMethodHandler[Any, bytes]:
+        def make(peer: str) -> XdsStream[Any]:
+            return DeltaStream(self.cache, self.registry, self.limits, types, peer, ads=ads)
+
+        return grpc.stream_stream_rpc_method_handler(
+            self._streamer(make),
+            request_deserializer=DeltaDiscoveryRequest.FromString,
+            response_serializer=_identity,
+        )
+
+    def _streamer(
+        self, make: StreamFactory
+    ) -> Callable[[AsyncIterator[Any], grpc.aio.ServicerContext[Any, Any]], AsyncIterator[bytes]]:
+        async def serve(
+            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[bytes]:
+            stream = make(context.peer())
+            try:
+                async for data in stream.run(requests):
+                    yield data
+            except StreamError as error:
+                log.warning(
+                    "stream refused node=%s peer=%s: %s (%s)",
+                    stream.node_id or "-",
+                    stream.peer,
+                    error.detail,
+                    error.code.name,
+                )
+                await context.abort(error.code, error.detail)
+            except Exception:
+                # A bug must cost one stream, never the server: log it and end the stream.
+                log.exception("stream failed node=%s peer=%s", stream.node_id or "-", stream.peer)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+        return serve
+
+    def _fetch_handler(self, type_url: str) -> grpc.RpcMethodHandler[Any, bytes]:
+        async def fetch(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+            if request.type_url and request.type_url != type_url:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "wrong type_url")
+            if len(request.resource_names) > self.limits.max_resource_names:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many names")
+            snapshot = self.cache.snapshot_for(str(request.node.cluster))
+            present = snapshot.of_type(type_url)
+            names = set(request.resource_names)
+            if not names or "*" in names:
+                selected = list(present.values())
+            else:
+                selected = [present[n] for n in names if n in present]
+            selected.sort(key=lambda r: r.name)
+            version = set_version(selected)
+            body = b"".join(r.sotw_field for r in selected)
+            return encoding.sotw_response(version, type_url, "", body)
+
+        return grpc.unary_unary_rpc_method_handler(
+            fetch,
+            request_deserializer=DiscoveryRequest.FromString,
+            response_serializer=_identity,
+        )

@@ -1,0 +1,43 @@
+"""Durable, versioned operator config: ``ConfigStore`` and its implementations."""
+
+from xds_server.store.base import (
+    Change,
+    CommitResult,
+    ConfigState,
+    ConfigStore,
+    DocKey,
+    Document,
+    HistoryEntry,
+    InvalidChange,
+    NotFound,
+    Operation,
+    PreconditionFailed,
+    RevisionNotFound,
+    Spec,
+    StoreError,
+    StoreUnavailable,
+    etag_of,
+)
+from xds_server.store.memory import MemoryStore
+from xds_server.store.sqlite import SqliteStore
+
+__all__ = [
+    "Change",
+    "CommitResult",
+    "ConfigState",
+    "ConfigStore",
+    "DocKey",
+    "Document",
+    "HistoryEntry",
+    "InvalidChange",
+    "MemoryStore",
+    "NotFound",
+    "Operation",
+    "PreconditionFailed",
+    "RevisionNotFound",
+    "Spec",
+    "SqliteStore",
+    "StoreError",
+    "StoreUnavailable",
+    "etag_of",
+]
