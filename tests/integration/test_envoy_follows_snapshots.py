@@ -88,9 +88,12 @@ def test_envoy_follows_renamed_snapshots_and_survives_a_nack(
     per_type = bool(MODES[mode]["per_type"])
     source = r.grpc_source(api_type) if per_type else None
     listener_port = free_port()
-    with upstreams("v0", "v1", "v2", "v3") as backends, running_envoy(
-        bootstrap(server.port, api_type=api_type, per_type=per_type, node_id=f"envoy-{mode}")
-    ) as envoy:
+    with (
+        upstreams("v0", "v1", "v2", "v3") as backends,
+        running_envoy(
+            bootstrap(server.port, api_type=api_type, per_type=per_type, node_id=f"envoy-{mode}")
+        ) as envoy,
+    ):
         for i, backend in enumerate(backends):
             server.call(
                 server.cache.set_snapshots,
