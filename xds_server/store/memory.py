@@ -1,0 +1,54 @@
+"""An in-memory ``ConfigStore`` for tests of the other parts (and for trying things out).
+
+Same semantics as the SQLite store (the logic is shared in ``core`` and ``engine``); its
+"storage" survives ``close()`` and a later ``open()`` of the same object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from xds_server.store import engine
+from xds_server.store.base import ConfigState, HistoryEntry, StoreUnavailable
+from xds_server.store.core import BaseStore, Clock, StaleState
+
+
+class MemoryStore(BaseStore):
+    def __init__(self, *, clock: Clock | None = None) -> None:
+        super().__init__(clock=clock)
+        self._saved = ConfigState.empty()
+        self._log: list[HistoryEntry] = []  # commit order
+        self._unavailable: str | None = None
+
+    def set_unavailable(self, reason: str | None) -> None:
+        """Fault injection: while ``reason`` is set, every write raises ``StoreUnavailable``."""
+        self._unavailable = reason
+
+    async def _backend_open(self) -> ConfigState:
+        return self._saved
+
+    async def _backend_close(self) -> None:
+        pass
+
+    async def _backend_write(self, planned: engine.Planned, base_revision: int) -> None:
+        if self._unavailable is not None:
+            raise StoreUnavailable(self._unavailable)
+        if self._saved.revision != base_revision:
+            raise StaleState(self._saved)
+        self._log.extend(planned.entries)
+        self._saved = planned.state
+
+    async def _backend_history(self, query: engine.HistoryQuery) -> list[HistoryEntry]:
+        return engine.take_page(self._newest_first(query), query.limit)
+
+    def _newest_first(self, query: engine.HistoryQuery) -> Iterable[HistoryEntry]:
+        end = len(self._log)
+        while end > 0:  # revisions backwards, entries of one revision in commit order
+            start = end - 1
+            while start > 0 and self._log[start - 1].revision == self._log[end - 1].revision:
+                start -= 1
+            yield from (e for e in self._log[start:end] if query.matches(e))
+            end = start
+
+    async def _backend_entries_upto(self, revision: int) -> Iterable[HistoryEntry]:
+        return [e for e in self._log if e.revision <= revision]
