@@ -284,3 +284,17 @@ async def test_reconnect_with_an_old_nonce_is_answered(xds: XdsHarness) -> None:
     response = await again.recv()
     assert names_of(response) == ["web"]
     again.cancel()
+
+
+async def test_nothing_is_answered_before_the_first_snapshot(xds: XdsHarness) -> None:
+    # A freshly started server has published nothing: Envoy must not get an empty config.
+    client = SotwClient(xds.channel)
+    await client.request(CLUSTER, node_=node("early"))
+    await client.request(LISTENER)
+    assert xds.registry.get("early") is None  # the requests wait, unprocessed
+    xds.cache.set_snapshots(r.snapshot())
+    first = await client.recv()
+    assert first.type_url == CLUSTER
+    assert names_of(first) == ["web"]
+    assert (await client.recv()).type_url == LISTENER
+    client.cancel()

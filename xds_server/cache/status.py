@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 
 class SyncStatus(StrEnum):
@@ -51,6 +52,9 @@ class TypeStatus:
     last_nack: Nack | None = None
     responses: int = 0
     bytes_sent: int = 0
+    #: name -> version of what the proxy holds of this type (a live view of the stream's
+    #: bookkeeping, not a copy, so status costs no memory per resource).
+    held: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def status(self) -> SyncStatus:
@@ -74,6 +78,8 @@ class ProxyStatus:
     streams: int = 0
     disconnected_at: float | None = None
     types: dict[str, TypeStatus] = field(default_factory=dict)
+    #: The node as the proxy described itself (an ``envoy.config.core.v3.Node``).
+    node: Any = None
 
     @property
     def connected(self) -> bool:
@@ -122,12 +128,18 @@ class ProxyRegistry:
             observer(event)
 
     def connect(
-        self, node_id: str, group: str, peer: str, envoy_version: str, kind: StreamKind
+        self,
+        node_id: str,
+        group: str,
+        peer: str,
+        envoy_version: str,
+        kind: StreamKind,
+        node: Any = None,
     ) -> ProxyStatus:
         proxy = self._proxies.get(node_id)
         if proxy is None:
             self._gone.pop(node_id, None)
-            proxy = ProxyStatus(node_id, group, peer, envoy_version, kind, time.time())
+            proxy = ProxyStatus(node_id, group, peer, envoy_version, kind, time.time(), node=node)
             self._proxies[node_id] = proxy
             self.emit(ProxyEvent("connect", node_id, group))
         proxy.streams += 1

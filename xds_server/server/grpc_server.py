@@ -6,6 +6,7 @@ import grpc
 
 from xds_server.cache.snapshot_cache import SnapshotCache
 from xds_server.cache.status import ProxyRegistry
+from xds_server.server.csds import csds_handler
 from xds_server.server.limits import StreamLimits
 from xds_server.server.services import XdsServices
 
@@ -32,6 +33,7 @@ async def start_ads_server(
     """Start serving on host:port (0 picks a free port); returns the server and its port."""
     server = grpc.aio.server(options=_OPTIONS)
     server.add_generic_rpc_handlers(XdsServices(cache, registry, limits).handlers())
+    server.add_generic_rpc_handlers([csds_handler(cache, registry)])
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port} for ADS")

@@ -86,6 +86,11 @@ class XdsStream(abc.ABC, Generic[Request]):
         reader = asyncio.create_task(self._read(requests, queue))
         watcher = asyncio.create_task(self._watch(queue))
         try:
+            if self.cache.state.generation == 0:
+                # Nothing has been published yet (the first inventory sync is still running,
+                # e.g. after a control-plane restart). Answering now would hand Envoy an empty
+                # config and drop its traffic; requests wait in the queue instead.
+                await self.cache.wait_for_change(0)
             while True:
                 item = await queue.get()
                 if item is _END:
@@ -156,7 +161,7 @@ class XdsStream(abc.ABC, Generic[Request]):
         self.node_id = str(node.id)
         self.group = str(node.cluster)
         self.proxy = self.registry.connect(
-            self.node_id, self.group, self.peer, envoy_version(node), self.kind
+            self.node_id, self.group, self.peer, envoy_version(node), self.kind, node
         )
         log.info(
             "proxy connected node=%s group=%s peer=%s stream=%s",
@@ -207,6 +212,7 @@ class XdsStream(abc.ABC, Generic[Request]):
         status.sent_state_set_at = cache_state.set_at
         status.responses += 1
         status.bytes_sent += len(data)
+        status.held = state.client_has
         state.nonce = nonce
         self._outbox.append(data)
         self.registry.emit(
