@@ -1,0 +1,446 @@
+"""The Consul source: keep an ``Inventory`` current with blocking queries, bounded.
+
+One blocking query per service would not fit under an agent's 200 connections per client
+for thousands of services, so each datacenter is watched with **three** blocking queries:
+
+- ``/v1/catalog/services`` — which services exist and their tags;
+- ``/v1/health/state/any`` — every check with its status: a change names the service it
+  belongs to, and a node check (``serfHealth``, node maintenance) names every service on that
+  node;
+- ``/v1/catalog/nodes`` — node addresses: a change names every service on that node.
+
+Their differences say which services changed; only those are re-read with non-blocking
+``/v1/health/service/<name>`` requests through a bounded pool (``max_concurrent_queries``
+covers the watches and the pool together). A catalog change that neither a name, a tag nor a
+check explains (an instance without checks, a new address, a moved port) is matched by
+index: Consul writes a registration's service and checks at one Raft index, so when the
+checks watch reported a change at exactly that index the change is explained; otherwise every
+service is re-read. Every service is also re-read after a reconnect, an index reset and every
+``resync_interval`` (the safety net). docs/consul.md has the reasoning and the measurements.
+
+Failure rules: the last good data is kept; a service is emptied or removed only by a
+successful read saying so; one log line per state change; ``ready`` once the first complete
+sync is published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from xds_server.model.inventory import Endpoint, Inventory, Service
+from xds_server.sources.base import Publish, SourceStatus, StatusTracker
+from xds_server.sources.consul_api import ConsulApi, ConsulRequestError
+from xds_server.sources.consul_mapping import (
+    CONSUL_METADATA_NAMESPACE,
+    MappingOptions,
+    endpoints_from_health,
+    merge_datacenters,
+    select_services,
+)
+from xds_server.sources.consul_settings import ConsulSettings
+from xds_server.sources.ratelimit import Backoff, TokenBucket
+
+log = logging.getLogger(__name__)
+
+#: How long the catalog watch waits for the checks watch to reach its index before deciding
+#: that a change is unexplained (both return at once for a registration with checks).
+ATTRIBUTION_GRACE = 0.25
+
+_T = TypeVar("_T")
+CheckKey = tuple[str, str]  # (node, check id)
+CheckState = tuple[str, str]  # (status, service name)
+
+
+@dataclass(eq=False)
+class _Datacenter:
+    """What the watcher knows of one datacenter; mutated only by the event loop."""
+
+    name: str | None  # None: the agent's own datacenter
+    options: MappingOptions
+    catalog: dict[str, tuple[str, ...]] | None = None  # selected service → tags
+    catalog_index: int = 0
+    checks: dict[CheckKey, CheckState] | None = None
+    checks_index: int = 0
+    nodes: dict[str, tuple[str, tuple[tuple[str, str], ...]]] | None = None  # node → addresses
+    checks_progress: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Indexes at which the checks watch saw a change (recent ones only).
+    explained: deque[int] = field(default_factory=lambda: deque(maxlen=256))
+    endpoints: dict[str, tuple[Endpoint, ...]] = field(default_factory=dict)
+    nodes_of: dict[str, frozenset[str]] = field(default_factory=dict)  # service → its nodes
+    services_on: dict[str, set[str]] = field(default_factory=dict)  # node → services
+    dirty: set[str] = field(default_factory=set)
+    in_flight: set[str] = field(default_factory=set)
+    #: Selected services never read yet (the first complete sync waits for them).
+    unread: set[str] = field(default_factory=set)
+    synced: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.name or "local"
+
+    def checks_moved(self) -> None:
+        event, self.checks_progress = self.checks_progress, asyncio.Event()
+        event.set()
+
+    def set_endpoints(self, name: str, endpoints: tuple[Endpoint, ...]) -> bool:
+        nodes = frozenset(_node_of(e) for e in endpoints)
+        old_nodes = self.nodes_of.get(name, frozenset())
+        for node in old_nodes - nodes:
+            self.services_on.get(node, set()).discard(name)
+        for node in nodes - old_nodes:
+            self.services_on.setdefault(node, set()).add(name)
+        self.nodes_of[name] = nodes
+        self.unread.discard(name)
+        changed = self.endpoints.get(name) != endpoints
+        self.endpoints[name] = endpoints
+        return changed
+
+    def forget(self, name: str) -> None:
+        self.set_endpoints(name, ())
+        del self.endpoints[name]
+        self.nodes_of.pop(name, None)
+        self.dirty.discard(name)
+        self.unread.discard(name)
+
+
+class ConsulWatcher:
+    """``InventorySource`` for Consul (see the module docstring for the strategy)."""
+
+    def __init__(
+        self,
+        settings: ConsulSettings,
+        *,
+        api_factory: Callable[[ConsulSettings], ConsulApi] = ConsulApi,
+    ) -> None:
+        self._settings = settings
+        self._api_factory = api_factory
+        self._api: ConsulApi | None = None
+        self._status = StatusTracker(log, "consul")
+        names: Iterable[str | None] = settings.datacenters or (None,)
+        self._dcs = [
+            _Datacenter(name, settings.mapping_options(0 if i == 0 else 1, name))
+            for i, name in enumerate(names)
+        ]
+        self._filter = settings.service_filter
+        self._services: dict[str, Service] = {}
+        self._changed: set[str] = set()
+        self._published: Inventory | None = None
+        self._wake = asyncio.Event()
+        self._read_backoff = Backoff(settings.backoff_base, settings.backoff_max)
+        self._started = 0.0
+        #: Counters for tests and metrics.
+        self.full_resyncs = 0
+        self.service_reads = 0
+        self.publishes = 0
+
+    @property
+    def status(self) -> SourceStatus:
+        return self._status.status
+
+    @property
+    def api(self) -> ConsulApi | None:
+        """The client while running (its ``max_in_flight`` shows the bound is kept)."""
+        return self._api
+
+    async def run(self, publish: Publish) -> None:
+        log.info("consul: watching %s", self._settings.describe())
+        self._started = time.monotonic()
+        async with self._api_factory(self._settings) as api:
+            self._api = api
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    for dc in self._dcs:
+                        watches = (
+                            self._watch(dc, "catalog", api.catalog_services, self._apply_catalog),
+                            self._watch(dc, "checks", api.health_state, self._apply_checks),
+                            self._watch(dc, "nodes", api.catalog_nodes, self._apply_nodes),
+                        )
+                        for watch in watches:
+                            tasks.create_task(watch)
+                    tasks.create_task(self._reader(tasks, publish), name="consul reader")
+                    if self._settings.resync_interval > 0:
+                        tasks.create_task(self._periodic_resync(), name="consul resync")
+            finally:
+                self._api = None
+
+    # -- the three watches per datacenter -----------------------------------------------------
+
+    async def _watch(
+        self,
+        dc: _Datacenter,
+        what: str,
+        fetch: Callable[[str | None, int], Awaitable[tuple[int, _T]]],
+        apply: Callable[[_Datacenter, _T, int, bool], Awaitable[None]],
+    ) -> None:
+        """A blocking-query loop honouring Consul's rules (features/blocking.mdx).
+
+        Paced by a token bucket (no sleep in the happy path); errors back off with jitter and
+        restart at index 0, as does an index that goes backwards — the catalog watch then
+        re-reads everything. An index below 1 is used as 1 so the next call blocks.
+        """
+        channel = f"{what} {dc.label}"
+        bucket = TokenBucket(self._settings.rate, self._settings.burst)
+        backoff = Backoff(self._settings.backoff_base, self._settings.backoff_max)
+        index = 0  # what we send: 0 for a fresh, non-blocking read
+        seen = 0  # the last X-Consul-Index Consul returned (``index`` may be its sanitised 1)
+        while True:
+            await bucket.acquire()
+            try:
+                new_index, data = await fetch(dc.name, index)
+            except ConsulRequestError as exc:
+                self._status.fail(channel, exc.kind, exc.message)
+                index = seen = 0
+                await backoff.sleep()
+                continue
+            backoff.reset()
+            self._status.ok(channel)
+            if new_index < seen:
+                log.info(
+                    "consul %s: %s index went backwards (%d → %d): starting over",
+                    dc.label,
+                    what,
+                    seen,
+                    new_index,
+                )
+                if what == "checks":
+                    dc.explained.clear()
+                    dc.checks_index = 0
+                index = seen = 0
+                continue
+            await apply(dc, data, new_index, index == 0)
+            seen = new_index
+            index = max(new_index, 1)
+
+    async def _apply_catalog(
+        self, dc: _Datacenter, catalog: dict[str, list[str]], new_index: int, fresh: bool
+    ) -> None:
+        selected = select_services(catalog, self._filter)
+        old = dc.catalog or {}
+        old_index, dc.catalog, dc.catalog_index = dc.catalog_index, selected, new_index
+        for name in old.keys() - selected.keys():
+            dc.forget(name)
+            self._changed.add(name)
+            self._status.ok(_read_channel(dc, name))  # a read failing for it no longer matters
+        dc.unread |= selected.keys() - dc.endpoints.keys()
+        dirty = {n for n, tags in selected.items() if old.get(n) != tags}
+        if fresh:  # first read, reconnect or index reset: re-read everything
+            dirty = set(selected)
+            self.full_resyncs += 1
+        elif (
+            not dirty
+            and new_index > old_index
+            and len(old) == len(selected)
+            and not await self._explained_by_checks(dc, new_index)
+        ):
+            log.debug("consul %s: index %d unexplained: re-reading all", dc.label, new_index)
+            dirty = set(selected)
+            self.full_resyncs += 1
+        dc.dirty |= dirty
+        self._wake.set()
+
+    async def _explained_by_checks(self, dc: _Datacenter, index: int) -> bool:
+        """Did the checks watch see a change at exactly ``index``? Waits a little for it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ATTRIBUTION_GRACE
+        while dc.checks_index < index and index not in dc.explained:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(dc.checks_progress.wait(), remaining)
+            except TimeoutError:
+                break
+        return index in dc.explained
+
+    async def _apply_checks(
+        self, dc: _Datacenter, checks: list[dict[str, Any]], new_index: int, fresh: bool
+    ) -> None:
+        current: dict[CheckKey, CheckState] = {}
+        for check in checks:
+            key = (str(check.get("Node") or ""), str(check.get("CheckID") or ""))
+            current[key] = (str(check.get("Status") or ""), str(check.get("ServiceName") or ""))
+        previous, dc.checks = dc.checks, current
+        # After a reconnect the diff against the old checks still says what changed meanwhile.
+        if previous is not None:
+            affected = _affected_by_checks(dc, previous, current)
+            if affected:
+                dc.explained.append(new_index)
+                self._mark(dc, affected)
+        dc.checks_index = new_index
+        dc.checks_moved()
+
+    async def _apply_nodes(
+        self, dc: _Datacenter, nodes: list[dict[str, Any]], new_index: int, fresh: bool
+    ) -> None:
+        current = {str(n.get("Node") or ""): _node_addresses(n) for n in nodes}
+        previous, dc.nodes = dc.nodes, current
+        if previous is not None:
+            moved = {
+                n for n in previous.keys() | current.keys() if previous.get(n) != current.get(n)
+            }
+            self._mark(dc, {s for n in moved for s in dc.services_on.get(n, ())})
+
+    def _mark(self, dc: _Datacenter, names: set[str]) -> None:
+        if dc.catalog is not None and (names := names & dc.catalog.keys()):
+            dc.dirty |= names
+            self._wake.set()
+
+    # -- reading services through the bounded pool --------------------------------------------
+
+    async def _reader(self, tasks: asyncio.TaskGroup, publish: Publish) -> None:
+        """Starts a batch of reads for whatever became dirty; publishes what changed."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            for dc in self._dcs:
+                names = dc.dirty - dc.in_flight
+                if names:
+                    dc.dirty -= names
+                    dc.in_flight |= names
+                    tasks.create_task(self._read_batch(dc, names, publish))
+            self._publish_if_changed(publish)
+
+    async def _read_batch(self, dc: _Datacenter, names: set[str], publish: Publish) -> None:
+        ordered = sorted(names)
+        try:
+            results = await asyncio.gather(*(self._read_one(dc, n, publish) for n in ordered))
+        finally:
+            dc.in_flight -= names
+        # Each service is its own status channel: one that keeps failing while others are
+        # read fine is one failure, not a failing/recovered flip-flop at every batch.
+        failed = set()
+        for name, error in zip(ordered, results, strict=True):
+            if error is None:
+                self._status.ok(_read_channel(dc, name))
+            elif dc.catalog is not None and name in dc.catalog:
+                self._status.fail(_read_channel(dc, name), error.kind, error.message)
+                failed.add(name)
+        if not failed:
+            self._read_backoff.reset()
+        self._publish_if_changed(publish)
+        if failed:
+            await self._read_backoff.sleep()
+            if dc.catalog is not None:
+                dc.dirty |= failed & dc.catalog.keys()
+        if dc.dirty:
+            self._wake.set()
+
+    async def _read_one(
+        self, dc: _Datacenter, name: str, publish: Publish
+    ) -> ConsulRequestError | None:
+        assert self._api is not None
+        try:
+            _, entries = await self._api.health_service(name, dc.name)
+        except ConsulRequestError as exc:
+            return exc
+        self.service_reads += 1
+        if dc.catalog is None or name not in dc.catalog:
+            return None  # removed while we were reading
+        if dc.set_endpoints(name, endpoints_from_health(entries, dc.options)):
+            self._changed.add(name)
+            # At once, not at the end of the batch: during a full re-read of thousands of
+            # services, the one that changed should not wait for all the others.
+            self._publish_if_changed(publish)
+        return None
+
+    async def _periodic_resync(self) -> None:
+        interval = self._settings.resync_interval
+        while True:
+            await asyncio.sleep(interval * random.uniform(0.9, 1.1))
+            log.debug("consul: periodic full resync")
+            self.resync()
+
+    def resync(self) -> None:
+        """Re-read every known service (the safety net; also for operators and tests)."""
+        for dc in self._dcs:
+            if dc.catalog is not None:
+                dc.dirty |= dc.catalog.keys()
+        self.full_resyncs += 1
+        self._wake.set()
+
+    # -- publishing -----------------------------------------------------------------------------
+
+    def _publish_if_changed(self, publish: Publish) -> None:
+        if self._published is not None and not self._changed:
+            return
+        for dc in self._dcs:
+            if not dc.synced:
+                if dc.catalog is None or dc.unread:
+                    return
+                dc.synced = True
+        changed = False
+        for name in self._changed:
+            groups = [dc.endpoints[name] for dc in self._dcs if name in dc.endpoints]
+            old = self._services.get(name)
+            if not groups:
+                changed |= self._services.pop(name, None) is not None
+                continue
+            service = merge_datacenters(name, groups)
+            if service != old:
+                self._services[name] = service
+                changed = True
+        self._changed.clear()
+        if not changed and self._published is not None:
+            return
+        inventory = Inventory.of(self._services, synced=True)
+        first = self._published is None
+        self._published = inventory
+        self.publishes += 1
+        self._status.mark_ready()
+        if first:
+            log.info(
+                "consul: initial sync: %d services, %d endpoints in %.2fs",
+                len(self._services),
+                sum(len(s.endpoints) for s in self._services.values()),
+                time.monotonic() - self._started,
+            )
+        publish(inventory)
+
+
+def _read_channel(dc: _Datacenter, name: str) -> str:
+    return f"read {dc.label} {name}"
+
+
+def _node_of(endpoint: Endpoint) -> str:
+    consul = endpoint.metadata.get(CONSUL_METADATA_NAMESPACE)
+    return str(consul.get("node", "")) if isinstance(consul, Mapping) else ""
+
+
+def _node_addresses(node: Mapping[str, Any]) -> tuple[str, tuple[tuple[str, str], ...]]:
+    tagged = node.get("TaggedAddresses")
+    pairs = sorted((str(k), str(v)) for k, v in tagged.items()) if isinstance(tagged, dict) else []
+    return str(node.get("Address") or ""), tuple(pairs)
+
+
+def _affected_by_checks(
+    dc: _Datacenter, previous: Mapping[CheckKey, CheckState], current: Mapping[CheckKey, CheckState]
+) -> set[str]:
+    """Services whose health may differ: owners of changed checks; for a node check, every
+    service on the node (as we last read it, or as its checks name it)."""
+    affected: set[str] = set()
+    changed_nodes: set[str] = set()
+    for key in previous.keys() | current.keys():
+        before, after = previous.get(key), current.get(key)
+        if before == after:
+            continue
+        for state in (before, after):
+            if state is None:
+                continue
+            if state[1]:
+                affected.add(state[1])
+            else:
+                changed_nodes.add(key[0])
+    if changed_nodes:
+        for node in changed_nodes:
+            affected |= dc.services_on.get(node, set())
+        for (node, _), (_, service) in current.items():
+            if service and node in changed_nodes:
+                affected.add(service)
+    return affected

@@ -1,0 +1,210 @@
+"""The three Consul reads the watcher makes, over py-consul, bounded and typed.
+
+Why a wrapper rather than py-consul directly:
+
+- **one bound for everything**: semaphores around every request (the blocking watches'
+  reserved slots plus the reads' share add up to ``max_concurrent_queries``) and the aiohttp
+  connector of py-consul's session limited to the same number, so neither requests in flight
+  nor open connections can exceed it (an agent accepts 200 connections per client address);
+- **deadlines**: aiohttp's default session timeout (300 s total) would cut a blocking query
+  of ``wait=5m`` (Consul adds up to wait/16), so the session gets a total above the longest
+  blocking query and each request its own deadline: ``wait·17/16 + request_timeout`` when
+  blocking, ``request_timeout`` otherwise. ``asyncio.timeout`` cancels the request, which
+  closes its connection;
+- **the token we were given**: py-consul prefers ``CONSUL_HTTP_TOKEN`` from the process
+  environment over its ``token`` argument, so explicit settings would silently lose; the
+  client's token is set after construction;
+- **errors as one type** with a short ``kind`` and a one-line message, so the watcher can log
+  state changes instead of stack traces;
+- **untyped JSON checked once**: the shapes are verified here, the rest of the code is typed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import warnings
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+import consul
+import consul.aio
+
+from xds_server.sources.consul_settings import ConsulSettings
+
+ACL_DENIED = "Consul ACL: permission denied — check CONSUL_HTTP_TOKEN"
+
+
+class ConsulRequestError(Exception):
+    """A failed request. ``kind``: acl, tls, unavailable, timeout, http, bad-response."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+def go_duration(seconds: float) -> str:
+    """Seconds → a Go duration string for ``wait`` (``"300s"``, ``"250ms"``)."""
+    millis = round(seconds * 1000)
+    return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
+
+
+class ConsulApi:
+    """Async context manager owning one py-consul client (one aiohttp session).
+
+    The watch endpoints (blocking when ``index`` > 0) have reserved slots
+    (``settings.blocking_slots``) so that a full resync queueing thousands of reads never holds
+    up a watch's next round.
+    """
+
+    def __init__(self, settings: ConsulSettings) -> None:
+        self._settings = settings
+        self._wait = go_duration(settings.wait)
+        self._blocking_deadline = settings.wait * 17 / 16 + settings.request_timeout
+        # Watches have their own slots so a burst of reads never delays a watch's next round.
+        self._watch_slots = asyncio.Semaphore(settings.blocking_slots)
+        self._read_slots = asyncio.Semaphore(
+            settings.max_concurrent_queries - settings.blocking_slots
+        )
+        self._client: Any = None
+        #: Requests in flight now and at most so far (instrumentation for tests and metrics).
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.requests = 0
+
+    async def __aenter__(self) -> Self:
+        self._client = self._make_client()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    def _make_client(self) -> Any:
+        s = self._settings
+        verify: bool | str = (s.ca_file or True) if s.verify else False
+        cert = (s.cert_file, s.key_file) if s.cert_file else None
+        with warnings.catch_warnings():
+            # py-consul builds its connector with aiohttp's deprecated ssl_context/verify_ssl.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            client = consul.aio.Consul(
+                host=s.host,
+                port=s.port,
+                scheme=s.scheme,
+                token=s.token,
+                verify=verify,
+                cert=cert,
+                connections_limit=s.max_concurrent_queries,
+                connections_timeout=self._blocking_deadline + s.request_timeout,
+            )
+        client.token = s.token
+        return client
+
+    # -- the reads ---------------------------------------------------------------------------
+
+    async def catalog_services(
+        self, dc: str | None, index: int = 0
+    ) -> tuple[int, dict[str, list[str]]]:
+        """``/v1/catalog/services`` (blocking when ``index`` > 0): name → tags."""
+        new_index, data = await self._call(
+            lambda c: c.catalog.services(index=index or None, wait=self._wait, dc=dc),
+            index > 0,
+            watch=True,
+        )
+        if not isinstance(data, dict):
+            raise ConsulRequestError("bad-response", "catalog/services: expected an object")
+        return new_index, {
+            str(k): [t for t in (v or []) if isinstance(t, str)] for k, v in data.items()
+        }
+
+    async def health_state(
+        self, dc: str | None, index: int = 0
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """``/v1/health/state/any`` (blocking when ``index`` > 0): every check in ``dc``."""
+        new_index, data = await self._call(
+            lambda c: c.health.state("any", index=index or None, wait=self._wait, dc=dc),
+            index > 0,
+            watch=True,
+        )
+        return new_index, self._list(data, "health/state/any")
+
+    async def catalog_nodes(
+        self, dc: str | None, index: int = 0
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """``/v1/catalog/nodes`` (blocking when ``index`` > 0): every node and its address."""
+        new_index, data = await self._call(
+            lambda c: c.catalog.nodes(index=index or None, wait=self._wait, dc=dc),
+            index > 0,
+            watch=True,
+        )
+        return new_index, self._list(data, "catalog/nodes")
+
+    async def health_service(self, name: str, dc: str | None) -> tuple[int, list[dict[str, Any]]]:
+        """``/v1/health/service/<name>``, non-blocking: every instance with its checks."""
+        new_index, data = await self._call(lambda c: c.health.service(name, dc=dc), False)
+        return new_index, self._list(data, f"health/service/{name}")
+
+    @staticmethod
+    def _list(data: Any, what: str) -> list[dict[str, Any]]:
+        if data is None:  # py-consul turns a 404 into None
+            return []
+        if not isinstance(data, list):
+            raise ConsulRequestError("bad-response", f"{what}: expected a list")
+        return [x for x in data if isinstance(x, dict)]
+
+    async def _call(self, request: Any, blocking: bool, *, watch: bool = False) -> tuple[int, Any]:
+        if self._client is None:
+            raise RuntimeError("ConsulApi used outside its async with block")
+        deadline = self._blocking_deadline if blocking else self._settings.request_timeout
+        async with self._watch_slots if watch else self._read_slots:
+            self.in_flight += 1
+            self.requests += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                async with asyncio.timeout(deadline):
+                    raw_index, data = await request(self._client)
+            except TimeoutError:
+                raise ConsulRequestError(
+                    "timeout",
+                    f"Consul at {self._settings.base_url} did not answer in {deadline:g}s",
+                ) from None
+            except consul.ACLPermissionDenied as exc:
+                reason = _one_line(exc, 80)
+                message = f"{ACL_DENIED} (Consul says: {reason})" if str(exc) else ACL_DENIED
+                raise ConsulRequestError("acl", message) from None
+            except consul.ACLDisabled as exc:  # 401
+                raise ConsulRequestError("acl", f"Consul ACL: {_one_line(exc)}") from None
+            except consul.ConsulException as exc:
+                raise ConsulRequestError("http", f"Consul error: {_one_line(exc)}") from None
+            except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
+                raise ConsulRequestError(
+                    "tls", f"TLS with Consul at {self._settings.base_url} failed: {_one_line(exc)}"
+                ) from None
+            except (aiohttp.ClientError, OSError) as exc:
+                raise ConsulRequestError(
+                    "unavailable",
+                    f"cannot reach Consul at {self._settings.base_url}: {_one_line(exc)}",
+                ) from None
+            except ValueError as exc:  # e.g. a body that is not UTF-8
+                raise ConsulRequestError("bad-response", f"Consul: {_one_line(exc)}") from None
+            finally:
+                self.in_flight -= 1
+        try:
+            return int(raw_index), data
+        except (TypeError, ValueError):
+            raise ConsulRequestError(
+                "bad-response", f"invalid X-Consul-Index {raw_index!r}"
+            ) from None
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
