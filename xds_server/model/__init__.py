@@ -1,0 +1,56 @@
+"""The domain: what exists (``inventory``) and what operators want (the documents).
+
+The operator documents are pydantic models and the REST API's contract; see
+``document.py`` for the envelope and ``config.py`` for the whole config.
+"""
+
+from xds_server.model.config import Config, Entry, RawDocument
+from xds_server.model.document import (
+    AnyDocument,
+    Document,
+    Kind,
+    ListenerDocument,
+    RetryPolicyDocument,
+    RouteDocument,
+    ServicePolicyDocument,
+    Spec,
+    parse_document,
+    parse_spec,
+)
+from xds_server.model.duration import Duration
+from xds_server.model.inventory import Endpoint, Health, Inventory, Service
+from xds_server.model.listener import ListenerSpec
+from xds_server.model.problems import InvalidDocuments, Problem
+from xds_server.model.retry import RetryPolicySpec
+from xds_server.model.route import RouteSpec
+from xds_server.model.service_policy import ServicePolicySpec
+from xds_server.model.validation import ValidationReport, validate_config
+
+__all__ = [
+    "AnyDocument",
+    "Config",
+    "Document",
+    "Duration",
+    "Endpoint",
+    "Entry",
+    "Health",
+    "InvalidDocuments",
+    "Inventory",
+    "Kind",
+    "ListenerDocument",
+    "ListenerSpec",
+    "Problem",
+    "RawDocument",
+    "RetryPolicyDocument",
+    "RetryPolicySpec",
+    "RouteDocument",
+    "RouteSpec",
+    "Service",
+    "ServicePolicyDocument",
+    "ServicePolicySpec",
+    "Spec",
+    "ValidationReport",
+    "parse_document",
+    "parse_spec",
+    "validate_config",
+]

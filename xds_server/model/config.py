@@ -1,0 +1,121 @@
+"""The whole operator config: every document by kind and name, immutable.
+
+``created_revision`` is the config revision at which a document was first created; route
+precedence uses it as Gateway API uses a route's creation timestamp (older wins ties).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Generic, TypeVar
+
+from xds_server.model.document import AnyDocument, Kind, document_of, parse_spec
+from xds_server.model.listener import ListenerSpec
+from xds_server.model.problems import InvalidDocuments, Problem
+from xds_server.model.retry import RetryPolicySpec
+from xds_server.model.route import RouteSpec
+from xds_server.model.service_policy import ServicePolicySpec
+
+S = TypeVar("S", ListenerSpec, RouteSpec, RetryPolicySpec, ServicePolicySpec)
+
+#: How the store hands documents over: ``(kind, name, spec, created_revision)``.
+RawDocument = tuple[str, str, Mapping[str, Any], int]
+
+
+@dataclass(frozen=True, slots=True)
+class Entry(Generic[S]):
+    """One parsed document."""
+
+    name: str
+    spec: S
+    created_revision: int = 0
+
+
+def _frozen(entries: Mapping[str, Entry[S]]) -> Mapping[str, Entry[S]]:
+    return MappingProxyType(dict(sorted(entries.items())))
+
+
+def _empty() -> Mapping[str, Any]:
+    return MappingProxyType({})
+
+
+_FIELD_OF_KIND = {
+    Kind.LISTENER: "listeners",
+    Kind.ROUTE: "routes",
+    Kind.RETRY_POLICY: "retry_policies",
+    Kind.SERVICE_POLICY: "service_policies",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Every operator document, by kind then name (each mapping sorted by name)."""
+
+    listeners: Mapping[str, Entry[ListenerSpec]] = field(default_factory=_empty)
+    routes: Mapping[str, Entry[RouteSpec]] = field(default_factory=_empty)
+    retry_policies: Mapping[str, Entry[RetryPolicySpec]] = field(default_factory=_empty)
+    #: Keyed by the service the policy applies to.
+    service_policies: Mapping[str, Entry[ServicePolicySpec]] = field(default_factory=_empty)
+
+    @staticmethod
+    def from_documents(documents: Iterable[RawDocument]) -> Config:
+        """Parse raw documents; raise ``InvalidDocuments`` listing every problem found."""
+        entries: dict[Kind, dict[str, Entry[Any]]] = {kind: {} for kind in Kind}
+        problems: list[Problem] = []
+        for kind, name, spec, created_revision in documents:
+            try:
+                parsed = parse_spec(kind, name, spec)
+            except InvalidDocuments as error:
+                problems.extend(error.problems)
+                continue
+            by_name = entries[Kind(kind)]
+            if name in by_name:
+                problems.append(Problem(kind, name, "name", "the document is listed twice"))
+                continue
+            by_name[name] = Entry(name, parsed, created_revision)
+        if problems:
+            raise InvalidDocuments(problems)
+        return Config(
+            listeners=_frozen(entries[Kind.LISTENER]),
+            routes=_frozen(entries[Kind.ROUTE]),
+            retry_policies=_frozen(entries[Kind.RETRY_POLICY]),
+            service_policies=_frozen(entries[Kind.SERVICE_POLICY]),
+        )
+
+    def _entries(self, kind: Kind) -> Mapping[str, Entry[Any]]:
+        entries: Mapping[str, Entry[Any]] = getattr(self, _FIELD_OF_KIND[kind])
+        return entries
+
+    def get(self, kind: Kind | str, name: str) -> Entry[Any] | None:
+        return self._entries(Kind(kind)).get(name)
+
+    def with_document(self, document: AnyDocument, created_revision: int | None = None) -> Config:
+        """A copy with ``document`` added or replaced.
+
+        An existing document keeps its ``created_revision`` unless one is given.
+        """
+        kind = Kind(document.kind)
+        entries = dict(self._entries(kind))
+        previous = entries.get(document.name)
+        if created_revision is None:
+            created_revision = previous.created_revision if previous is not None else 0
+        entries[document.name] = Entry(document.name, document.spec, created_revision)
+        return replace(self, **{_FIELD_OF_KIND[kind]: _frozen(entries)})
+
+    def without_document(self, kind: Kind | str, name: str) -> Config:
+        kind = Kind(kind)
+        entries = dict(self._entries(kind))
+        entries.pop(name, None)
+        return replace(self, **{_FIELD_OF_KIND[kind]: _frozen(entries)})
+
+    def documents(self) -> Iterator[tuple[AnyDocument, int]]:
+        """Every document with its ``created_revision``, by kind then name."""
+        for kind in Kind:
+            for name, entry in self._entries(kind).items():
+                yield document_of(kind, name, entry.spec), entry.created_revision
+
+    def service_policy(self, service: str) -> ServicePolicySpec | None:
+        entry = self.service_policies.get(service)
+        return entry.spec if entry is not None else None

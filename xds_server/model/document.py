@@ -1,0 +1,133 @@
+"""The envelope of every operator resource: ``{"kind": ..., "name": ..., "spec": {...}}``.
+
+The same document is accepted by ``PUT``, returned by ``GET`` and listed in ``apply``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from functools import cache
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, Discriminator, Tag, TypeAdapter, ValidationError
+
+from xds_server.model.base import StrictModel
+from xds_server.model.listener import ListenerSpec
+from xds_server.model.names import Name
+from xds_server.model.problems import InvalidDocuments, Problem, problems_from
+from xds_server.model.retry import RetryPolicySpec
+from xds_server.model.route import RouteSpec
+from xds_server.model.service_policy import ServicePolicySpec
+
+
+class Kind(StrEnum):
+    LISTENER = "Listener"
+    ROUTE = "Route"
+    RETRY_POLICY = "RetryPolicy"
+    SERVICE_POLICY = "ServicePolicy"
+
+
+_KINDS: Final = frozenset(kind.value for kind in Kind)
+_BAD_KIND: Final = "kind must be one of Listener, Route, RetryPolicy, ServicePolicy"
+
+Spec = ListenerSpec | RouteSpec | RetryPolicySpec | ServicePolicySpec
+
+SPEC_TYPES: Final[Mapping[Kind, type[BaseModel]]] = {
+    Kind.LISTENER: ListenerSpec,
+    Kind.ROUTE: RouteSpec,
+    Kind.RETRY_POLICY: RetryPolicySpec,
+    Kind.SERVICE_POLICY: ServicePolicySpec,
+}
+
+
+class ListenerDocument(StrictModel):
+    kind: Literal["Listener"]
+    name: Name
+    spec: ListenerSpec
+
+
+class RouteDocument(StrictModel):
+    kind: Literal["Route"]
+    name: Name
+    spec: RouteSpec
+
+
+class RetryPolicyDocument(StrictModel):
+    kind: Literal["RetryPolicy"]
+    name: Name
+    spec: RetryPolicySpec
+
+
+class ServicePolicyDocument(StrictModel):
+    """``name`` is the registry service the policy applies to."""
+
+    kind: Literal["ServicePolicy"]
+    name: Name
+    spec: ServicePolicySpec
+
+
+AnyDocument = ListenerDocument | RouteDocument | RetryPolicyDocument | ServicePolicyDocument
+
+
+def _kind_of(value: Any) -> str | None:
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return kind if kind in _KINDS else None
+
+
+#: Any document, told apart by ``kind`` (for request bodies and ``apply``).
+Document = Annotated[
+    Annotated[ListenerDocument, Tag("Listener")]
+    | Annotated[RouteDocument, Tag("Route")]
+    | Annotated[RetryPolicyDocument, Tag("RetryPolicy")]
+    | Annotated[ServicePolicyDocument, Tag("ServicePolicy")],
+    Discriminator(_kind_of, custom_error_type="kind", custom_error_message=_BAD_KIND),
+]
+
+
+@cache
+def document_adapter() -> TypeAdapter[AnyDocument]:
+    """Built on first use, not at import."""
+    return TypeAdapter(Document)
+
+
+def parse_document(raw: Any) -> AnyDocument:
+    """Parse one ``{kind, name, spec}`` document; raise ``InvalidDocuments`` naming fields."""
+    try:
+        return document_adapter().validate_python(raw)
+    except ValidationError as error:
+        kind = str(raw.get("kind", "")) if isinstance(raw, dict) else ""
+        name = str(raw.get("name", "")) if isinstance(raw, dict) else ""
+        problems = []
+        for problem in problems_from(error, kind, name):
+            field = problem.field
+            # The discriminated union puts the kind tag first in the location: drop it.
+            if kind in _KINDS and field.startswith(f"{kind}."):
+                field = field[len(kind) + 1 :]
+            elif not field:
+                field = "kind"
+            problems.append(Problem(problem.kind, problem.name, field, problem.reason))
+        raise InvalidDocuments(problems) from None
+
+
+def parse_spec(kind: str, name: str, spec: Any) -> Spec:
+    """Parse a document given as parts (how the store keeps it); raise ``InvalidDocuments``."""
+    try:
+        parsed = parse_document({"kind": kind, "name": name, "spec": spec})
+    except InvalidDocuments:
+        raise
+    return parsed.spec
+
+
+def document_of(kind: str, name: str, spec: Spec) -> AnyDocument:
+    """The envelope around an already parsed spec."""
+    match spec:
+        case ListenerSpec():
+            return ListenerDocument(kind="Listener", name=name, spec=spec)
+        case RouteSpec():
+            return RouteDocument(kind="Route", name=name, spec=spec)
+        case RetryPolicySpec():
+            return RetryPolicyDocument(kind="RetryPolicy", name=name, spec=spec)
+        case ServicePolicySpec():
+            return ServicePolicyDocument(kind="ServicePolicy", name=name, spec=spec)
+    raise InvalidDocuments([Problem(kind, name, "kind", _BAD_KIND)])

@@ -1,0 +1,69 @@
+"""``Listener``: an address and port on which a proxy group accepts HTTP traffic."""
+
+from __future__ import annotations
+
+import ipaddress
+from enum import StrEnum
+from typing import Annotated, Final
+
+from pydantic import AfterValidator, Field, field_validator
+
+from xds_server.model.addresses import is_ip_literal
+from xds_server.model.base import StrictModel
+from xds_server.model.duration import Duration
+from xds_server.model.errors import invalid
+from xds_server.model.names import GroupName
+
+MAX_UINT32: Final = 2**32 - 1
+
+
+class ListenerProtocol(StrEnum):
+    """What a listener speaks. ``https`` (with a TLS policy) will join ``http``."""
+
+    HTTP = "http"
+
+
+def _check_ip(value: str) -> str:
+    """Envoy binds listeners to IP literals only; keep the canonical text of the address."""
+    if not is_ip_literal(value):
+        raise invalid(
+            "ip_address", f"{value!r} is not an IPv4 or IPv6 address (hostnames are not allowed)"
+        )
+    return str(ipaddress.ip_address(value))
+
+
+IpAddress = Annotated[str, AfterValidator(_check_ip)]
+
+
+class HttpOptions(StrictModel):
+    """Options of Envoy's HTTP connection manager."""
+
+    #: Close a downstream connection after it has had no active stream for this long.
+    idle_timeout: Duration | None = None
+    max_request_headers_kb: int | None = Field(default=None, ge=1, le=8192)
+    #: Use the client's address (not X-Forwarded-For) as the remote address.
+    use_remote_address: bool = False
+    xff_num_trusted_hops: int = Field(default=0, ge=0, le=MAX_UINT32)
+
+
+class ListenerSpec(StrictModel):
+    address: IpAddress = "0.0.0.0"
+    port: int = Field(ge=1, le=65535)
+    protocol: ListenerProtocol = ListenerProtocol.HTTP
+    #: The proxy groups that get this listener; empty means every group.
+    groups: tuple[GroupName, ...] = ()
+    #: A JSON access log line per request on Envoy's stdout.
+    access_log: bool = True
+    http: HttpOptions = HttpOptions()
+
+    @field_validator("groups")
+    @classmethod
+    def _unique_groups(cls, groups: tuple[str, ...]) -> tuple[str, ...]:
+        duplicates = sorted({group for group in groups if groups.count(group) > 1})
+        if duplicates:
+            raise invalid("unique", f"groups are listed more than once: {', '.join(duplicates)}")
+        return groups
+
+    def delivered_to(self, group: str) -> bool:
+        """Whether an Envoy of proxy group ``group`` gets this listener."""
+        return not self.groups or group in self.groups

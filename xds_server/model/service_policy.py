@@ -1,0 +1,184 @@
+"""``ServicePolicy``: how Envoy talks to one registry service (its cluster settings).
+
+The document's name is the service it applies to.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import Field, GetCoreSchemaHandler, GetJsonSchemaHandler, model_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
+
+from xds_server.model.base import StrictModel
+from xds_server.model.duration import Duration, PositiveDuration
+from xds_server.model.errors import invalid
+from xds_server.model.http import TOKEN_PATTERN, HeaderName, Path
+from xds_server.model.names import Hostname
+
+MAX_UINT32: Final = 2**32 - 1
+Count = Annotated[int, Field(ge=0, le=MAX_UINT32)]
+
+
+class LbPolicy(StrEnum):
+    ROUND_ROBIN = "round_robin"
+    LEAST_REQUEST = "least_request"
+    RING_HASH = "ring_hash"
+    MAGLEV = "maglev"
+    RANDOM = "random"
+
+
+#: Policies that use a request hash, and so the route's hash policies.
+HASHING_POLICIES: Final = frozenset({LbPolicy.RING_HASH, LbPolicy.MAGLEV})
+
+
+class CookieHash(StrictModel):
+    """Hash on a cookie; with ``ttl`` Envoy sets the cookie when the request lacks it."""
+
+    #: A cookie name is an HTTP token.
+    name: Annotated[str, Field(min_length=1, max_length=256, pattern=TOKEN_PATTERN)]
+    ttl: Duration | None = None
+    path: Path | None = None
+
+
+class HashPolicy(StrictModel):
+    """One input of the request hash: exactly one of ``header``, ``cookie``, ``source_ip``."""
+
+    header: HeaderName | None = None
+    cookie: CookieHash | None = None
+    source_ip: Literal[True] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> HashPolicy:
+        chosen = [name for name in ("header", "cookie", "source_ip") if getattr(self, name)]
+        if len(chosen) != 1:
+            raise invalid(
+                "one_of", "set exactly one of header, cookie or source_ip (source_ip: true)"
+            )
+        return self
+
+
+class LoadBalancing(StrictModel):
+    policy: LbPolicy = LbPolicy.ROUND_ROBIN
+    #: Only for ``ring_hash`` and ``maglev``. Envoy evaluates hash policies on the route, so
+    #: translation copies them onto every route that sends to this service.
+    hash_policies: tuple[HashPolicy, ...] = ()
+    #: Stop at the first hash policy that produces a hash (Envoy's ``terminal`` on each).
+    terminal: bool = False
+
+    @model_validator(mode="after")
+    def _hash_needs_hashing_policy(self) -> LoadBalancing:
+        if self.hash_policies and self.policy not in HASHING_POLICIES:
+            raise invalid(
+                "hash_policies",
+                f"hash_policies only apply with policy ring_hash or maglev, not {self.policy}",
+            )
+        return self
+
+
+class CircuitBreakers(StrictModel):
+    """Limits per Envoy (not per host) on what this service may be sent at once."""
+
+    max_connections: Count | None = None
+    max_pending_requests: Count | None = None
+    max_requests: Count | None = None
+    max_retries: Count | None = None
+
+
+class OutlierDetection(StrictModel):
+    """Eject hosts that fail: passive health checking."""
+
+    consecutive_5xx: Count | None = None
+    interval: PositiveDuration | None = None
+    base_ejection_time: PositiveDuration | None = None
+    max_ejection_percent: int | None = Field(default=None, ge=0, le=100)
+
+
+_STATUS_RANGE = re.compile(r"^(\d{3})-(\d{3})$")
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class StatusRange:
+    """HTTP status codes ``start`` to ``end`` inclusive; written ``200`` or ``"200-299"``."""
+
+    start: int
+    end: int
+
+    def __str__(self) -> str:
+        return str(self.start) if self.start == self.end else f"{self.start}-{self.end}"
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(
+            _status_range,
+            serialization=core_schema.plain_serializer_function_ser_schema(
+                lambda value: value.start if value.start == value.end else str(value)
+            ),
+        )
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {
+            "oneOf": [
+                {"type": "integer", "minimum": 100, "maximum": 599},
+                {"type": "string", "pattern": r"^\d{3}-\d{3}$"},
+            ],
+            "examples": [200, "200-399"],
+        }
+
+
+def _status_range(value: Any) -> StatusRange:
+    if isinstance(value, StatusRange):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        start = end = value
+    elif isinstance(value, str) and (match := _STATUS_RANGE.fullmatch(value)):
+        start, end = int(match.group(1)), int(match.group(2))
+    else:
+        raise invalid(
+            "status_range", "expected a status code (200) or an inclusive range ('200-399')"
+        )
+    if not 100 <= start <= end <= 599:
+        raise invalid(
+            "status_range",
+            f"{value!r} is not a range of HTTP status codes (100-599, start <= end)",
+        )
+    return StatusRange(start, end)
+
+
+class HealthCheck(StrictModel):
+    """Active HTTP health checking of every instance."""
+
+    path: Path
+    interval: PositiveDuration = Duration(10_000)
+    timeout: PositiveDuration = Duration(1_000)
+    unhealthy_threshold: int = Field(default=3, ge=1, le=MAX_UINT32)
+    healthy_threshold: int = Field(default=2, ge=1, le=MAX_UINT32)
+    #: Codes or ranges that count as healthy; Envoy's default is 200 only.
+    expected_statuses: tuple[StatusRange, ...] = ()
+    #: The Host header of health check requests (default: the cluster name).
+    host: Hostname | None = None
+
+
+class UpstreamProtocol(StrEnum):
+    HTTP1 = "http1"
+    HTTP2 = "http2"
+    #: HTTP/2, the transport of gRPC.
+    GRPC = "grpc"
+
+
+class ServicePolicySpec(StrictModel):
+    load_balancing: LoadBalancing = LoadBalancing()
+    connect_timeout: PositiveDuration = Duration(5_000)
+    circuit_breakers: CircuitBreakers | None = None
+    outlier_detection: OutlierDetection | None = None
+    health_check: HealthCheck | None = None
+    protocol: UpstreamProtocol = UpstreamProtocol.HTTP1

@@ -1,0 +1,44 @@
+"""What translation produces: Envoy resources per proxy group.
+
+The messages are shared, not copied (per-service results are cached across translations);
+treat them as immutable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from google.protobuf.message import Message
+
+
+@dataclass(frozen=True)
+class ProxyResources:
+    """Everything one proxy group's Envoys get, each tuple sorted by resource name."""
+
+    clusters: tuple[Message, ...] = ()  # envoy.config.cluster.v3.Cluster
+    endpoints: tuple[Message, ...] = ()  # envoy.config.endpoint.v3.ClusterLoadAssignment
+    listeners: tuple[Message, ...] = ()  # envoy.config.listener.v3.Listener
+    routes: tuple[Message, ...] = ()  # envoy.config.route.v3.RouteConfiguration
+    secrets: tuple[Message, ...] = ()  # later (TLS)
+
+    def messages(self) -> tuple[Message, ...]:
+        """All of them, in push order (clusters, endpoints, listeners, routes, secrets)."""
+        return self.clusters + self.endpoints + self.listeners + self.routes + self.secrets
+
+
+def _no_groups() -> Mapping[str, ProxyResources]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class Translation:
+    #: For every proxy group not named in any listener's ``groups``.
+    default: ProxyResources = ProxyResources()
+    #: For each group named by some listener's ``groups`` (sorted by group name).
+    groups: Mapping[str, ProxyResources] = field(default_factory=_no_groups)
+
+    def for_group(self, group: str) -> ProxyResources:
+        """The resources of the Envoys whose ``node.cluster`` is ``group``."""
+        return self.groups.get(group, self.default)

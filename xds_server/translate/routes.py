@@ -1,0 +1,150 @@
+"""Routes attached to a listener -> the listener's ``RouteConfiguration`` (RDS).
+
+One configuration per listener, named after it, with one virtual host per distinct
+hostname (see ``hostnames``); the Envoy routes in each virtual host are ordered by
+Gateway API precedence (see ``precedence``). A rule with several matches becomes several
+Envoy routes, named ``<route>.rules[<i>].matches[<j>]`` like the field they come from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from envoy.config.route.v3 import route_components_pb2 as route_pb2
+from envoy.config.route.v3 import route_pb2 as route_configuration_pb2
+from google.protobuf.message import Message
+
+from xds_server.model.config import Entry
+from xds_server.model.retry import RetryPolicySpec
+from xds_server.model.route import Match, RetryRef, RouteSpec
+from xds_server.model.service_policy import ServicePolicySpec
+from xds_server.translate.actions import redirect_action, route_action
+from xds_server.translate.headers import apply_header_mutations
+from xds_server.translate.hostnames import covering, specificity
+from xds_server.translate.matches import route_match
+from xds_server.translate.precedence import Position, sort_key
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class EnvoyRoute:
+    """One match of one rule, translated; placed into virtual hosts by precedence.
+
+    Compared and hashed by identity: instances come from a cache, so an unchanged route
+    yields the very same objects and the route configuration cache can key on them.
+    """
+
+    rule: int
+    match_index: int
+    match: Match
+    message: Any
+
+
+def envoy_routes(
+    entry: Entry[RouteSpec],
+    retry_policies: Mapping[str, RetryPolicySpec],
+    service_policies: Mapping[str, ServicePolicySpec],
+) -> tuple[EnvoyRoute, ...]:
+    """Every Envoy route of one ``Route`` document, in document order.
+
+    Cached on the document and the policies it uses, so an unchanged route costs a hash.
+    """
+    spec = entry.spec
+    retries = tuple(
+        sorted(
+            (rule.retry.policy, retry_policies.get(rule.retry.policy))
+            for rule in spec.rules
+            if isinstance(rule.retry, RetryRef)
+        )
+    )
+    services = tuple(
+        sorted(
+            (backend.service, service_policies.get(backend.service))
+            for rule in spec.rules
+            for backend in rule.backends
+        )
+    )
+    return _envoy_routes(entry, retries, services)
+
+
+@lru_cache(maxsize=8192)
+def _envoy_routes(
+    entry: Entry[RouteSpec],
+    retries: tuple[tuple[str, RetryPolicySpec | None], ...],
+    services: tuple[tuple[str, ServicePolicySpec | None], ...],
+) -> tuple[EnvoyRoute, ...]:
+    retry_policies = {name: spec for name, spec in retries if spec is not None}
+    service_policies = {name: spec for name, spec in services if spec is not None}
+    result = []
+    for rule_index, rule in enumerate(entry.spec.rules):
+        filters = rule.filters
+        for match_index, match in enumerate(rule.matches):
+            message = route_pb2.Route(
+                name=f"{entry.name}.rules[{rule_index}].matches[{match_index}]",
+                match=route_match(match),
+            )
+            if filters.redirect is not None:
+                message.redirect.CopyFrom(redirect_action(filters.redirect, match))
+            else:
+                message.route.CopyFrom(route_action(rule, match, retry_policies, service_policies))
+            apply_header_mutations(message, filters.request_headers, filters.response_headers)
+            result.append(EnvoyRoute(rule_index, match_index, match, message))
+    return tuple(result)
+
+
+#: What a route configuration depends on, per attached route: its name, age, hostnames
+#: and translated Envoy routes.
+Attached = tuple[str, int, tuple[str, ...], tuple[EnvoyRoute, ...]]
+
+
+def _virtual_host(host: str, routes_by_hostname: Mapping[str, Sequence[Attached]]) -> Any:
+    ranked: list[tuple[tuple[object, ...], Any]] = []
+    seen: set[str] = set()
+    # Most specific covering hostname first, so a route is ranked by its best one.
+    for hostname in covering(host):
+        host_rank = specificity(hostname)
+        for name, created_revision, _, translated in routes_by_hostname.get(hostname, ()):
+            if name in seen:
+                continue
+            seen.add(name)
+            for envoy_route in translated:
+                position = Position(
+                    host_rank, created_revision, name, envoy_route.rule, envoy_route.match_index
+                )
+                ranked.append((sort_key(position, envoy_route.match), envoy_route.message))
+    ranked.sort(key=lambda item: item[0])
+    return route_pb2.VirtualHost(
+        name=host, domains=[host], routes=[message for _, message in ranked]
+    )
+
+
+def route_configuration(
+    listener: str,
+    routes: Sequence[Entry[RouteSpec]],
+    translated: Mapping[str, tuple[EnvoyRoute, ...]],
+) -> Message:
+    """The ``RouteConfiguration`` of ``listener`` given the routes attached to it."""
+    attached = tuple(
+        sorted(
+            (entry.name, entry.created_revision, entry.spec.hostnames, translated[entry.name])
+            for entry in routes
+        )
+    )
+    return _route_configuration(listener, attached)
+
+
+@lru_cache(maxsize=1024)
+def _route_configuration(listener: str, attached: tuple[Attached, ...]) -> Message:
+    routes_by_hostname: dict[str, list[Attached]] = {}
+    for route in attached:
+        for hostname in route[2]:
+            routes_by_hostname.setdefault(hostname, []).append(route)
+    result: Message = route_configuration_pb2.RouteConfiguration(
+        name=listener,
+        virtual_hosts=[
+            _virtual_host(host, routes_by_hostname) for host in sorted(routes_by_hostname)
+        ],
+    )
+    return result
