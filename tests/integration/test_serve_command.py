@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import time
-import urllib.request
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 
 from tests.support.process import ServerProcess
@@ -35,8 +34,9 @@ async def test_serve_prints_its_addresses_and_exits_cleanly(tmp_path: Path, sign
     ).start()
     try:
         assert server.ads_port > 0 and server.admin_port > 0
-        with urllib.request.urlopen(server.admin + "/readyz", timeout=5) as response:
-            assert json.loads(response.read())["status"] == "ready"
+        async with httpx.AsyncClient() as http:
+            ready = await http.get(server.admin + "/readyz", timeout=5)
+        assert ready.json()["status"] == "ready"
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.ads_port}")
         client = SotwClient(channel)
         await client.request(CLUSTER, node_=node("n1"))

@@ -758,7 +758,7 @@ async def test_scale_2000_services_x_5_instances(consul_double: ConsulDouble) ->
     seeded = loop.time() - start
     d.reset_stats()
     settings = ConsulSettings.from_env({}, address=d.url, wait=30.0)
-    assert settings.max_concurrent_queries == 64 and settings.rate == 1.0
+    assert settings.max_concurrent_queries == 64 and settings.rate == 2.0
     async with watching(settings) as w:
         start = loop.time()
         inventory = await w.next(timeout=120)

@@ -60,11 +60,11 @@ class ConsulSettings:
     #: Deadline of non-blocking reads and of connecting.
     request_timeout: float = 30.0
     #: Token bucket per watch loop: sustained rounds per second, and burst.
-    rate: float = 1.0
+    rate: float = 2.0
     burst: int = 2
     #: Back-off after errors: first delay and cap (with jitter).
     backoff_base: float = 0.5
-    backoff_max: float = 30.0
+    backoff_max: float = 1.0
     #: Re-read every service this often, as a safety net (0: never).
     resync_interval: float = 600.0
 
