@@ -175,7 +175,7 @@ def wait_for(
         except Exception as error:  # not ready yet: connection refused, partial dump …
             last_error = error
             value = None
-        if value is not None and value is not False:
+        if value:  # None, False and "" (a file not written yet) mean "not yet"
             return value
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import queue
 import re
-import selectors
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,6 +23,8 @@ class ServerProcess:
         self.ads_port = 0
         self.admin_port = 0
         self.output: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._reader: threading.Thread | None = None
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         self.process = subprocess.Popen(
@@ -32,24 +35,31 @@ class ServerProcess:
             env=self.env,
             cwd=self.cwd,
         )
-        assert self.process.stdout is not None
-        selector = selectors.DefaultSelector()
-        selector.register(self.process.stdout, selectors.EVENT_READ)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not selector.select(deadline - time.monotonic()):
+            try:
+                line = self._lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
                 break
-            line = self.process.stdout.readline()
-            if not line:
-                break
-            self.output.append(line)
+            if line is None:
+                break  # the process closed its output: it exited
             match = STARTUP.match(line.strip())
             if match:
                 self.ads_port = int(match.group(2))
                 self.admin_port = int(match.group(4))
                 return self
         self.kill()
-        raise RuntimeError("xds-server did not start:\n" + "".join(self.output))
+        raise RuntimeError("xds-server did not start:\n" + self.rest_of_output())
+
+    def _read(self) -> None:
+        """Collect every output line (a thread, so a full pipe never blocks the server)."""
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            self.output.append(line)
+            self._lines.put(line)
+        self._lines.put(None)
 
     @property
     def admin(self) -> str:
@@ -66,8 +76,8 @@ class ServerProcess:
             self.process.wait()
 
     def rest_of_output(self) -> str:
-        if self.process is not None and self.process.stdout is not None:
-            if self.process.poll() is None:
-                self.kill()
-            self.output.append(self.process.stdout.read())
+        """Everything the process printed; stops it first if it still runs."""
+        self.kill()
+        if self._reader is not None:
+            self._reader.join(10)
         return "".join(self.output)
