@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 
 from xds_server.admin.app import create_admin_app
+from xds_server.admin.context import AdminContext
 from xds_server.admin.server import AdminServer
 from xds_server.cache.snapshot_cache import SnapshotCache
 from xds_server.cache.status import ProxyRegistry
@@ -27,6 +28,7 @@ from xds_server.model.config import Config
 from xds_server.model.inventory import Inventory
 from xds_server.model.problems import InvalidDocuments
 from xds_server.pipeline import SnapshotPipeline
+from xds_server.preview import preview_for
 from xds_server.server.grpc_server import start_ads_server
 from xds_server.settings import Address, Settings, SettingsError
 from xds_server.sources.base import InventorySource
@@ -113,7 +115,14 @@ class XdsServerApp:
         ads = settings.ads_listen
         self._grpc, ads_port = await start_ads_server(self.cache, self.registry, ads.host, ads.port)
         self.ads_address = Address(ads.host, ads_port)
-        admin_app = create_admin_app(readiness=self._readiness())
+        admin_app = create_admin_app(
+            AdminContext(
+                store=self.store,
+                inventory=self._inventory,
+                preview=preview_for(self._inventory),
+                readiness=self._readiness(),
+            )
+        )
         admin = settings.admin_listen
         self._admin = AdminServer(admin_app, admin.host, admin.port)
         await self._admin.start()
@@ -135,6 +144,10 @@ class XdsServerApp:
             return self._grpc is not None, f"listening on {self.ads_address}"
 
         return {"store": store, "registry": registry, "ads": ads}
+
+    def _inventory(self) -> Inventory:
+        assert self.pipeline is not None
+        return self.pipeline.inventory
 
     def _on_inventory(self, inventory: Inventory) -> None:
         assert self.pipeline is not None

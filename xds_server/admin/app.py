@@ -1,19 +1,57 @@
-"""The FastAPI application of the admin API."""
+"""The FastAPI application of the admin API: config CRUD, apply, history, health."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI
 
-from xds_server.admin.health import ReadinessCheck, health_router
+from xds_server.admin.apply import apply_router
+from xds_server.admin.components import add_components
+from xds_server.admin.context import AdminContext
+from xds_server.admin.errors import install_error_handlers
+from xds_server.admin.health import health_router
+from xds_server.admin.history import history_router
+from xds_server.admin.kinds import resource_kinds
+from xds_server.admin.limits import BodySizeLimit
+from xds_server.admin.resources import resource_router
+from xds_server.admin.revision_header import ConfigRevisionHeader
+from xds_server.admin.rollback import rollback_router
+from xds_server.admin.services import AdminServices
+
+DESCRIPTION = """\
+Manage the listeners, routes and policies served to Envoy over xDS.
+
+Every resource is one document `{"kind", "name", "spec"}`; reads add `revision`,
+`updated_at` and `warnings`. Every write is validated so that Envoy accepts the result,
+bumps the config revision (kept in history) and can be dry-run with `?dry_run=true`.
+Errors are `application/problem+json` (RFC 9457) with an `errors` list of `{field, reason}`.
+"""
 
 
-def create_admin_app(readiness: Mapping[str, ReadinessCheck]) -> FastAPI:
-    app = FastAPI(
+class AdminApp(FastAPI):
+    """A FastAPI app whose OpenAPI document includes the hand-decoded bodies' schemas."""
+
+    def openapi(self) -> dict[str, Any]:
+        return add_components(super().openapi())
+
+
+def create_admin_app(context: AdminContext) -> FastAPI:
+    """The admin app over ``context`` (store, inventory, preview and readiness)."""
+    app = AdminApp(
         title="xds-server admin API",
         version="1",
-        description="Manage listeners, routes and policies served to Envoy over xDS.",
+        description=DESCRIPTION,
+        separate_input_output_schemas=False,
     )
-    app.include_router(health_router(readiness))
+    install_error_handlers(app)
+    services = AdminServices.build(context)
+    app.include_router(health_router(context.readiness))
+    for kind in resource_kinds():
+        app.include_router(resource_router(kind, services))
+    app.include_router(apply_router(services))
+    app.include_router(history_router(services))
+    app.include_router(rollback_router(services))
+    app.add_middleware(ConfigRevisionHeader, store=context.store)
+    app.add_middleware(BodySizeLimit, max_bytes=context.max_body_bytes)
     return app

@@ -72,7 +72,8 @@ AnyDocument = ListenerDocument | RouteDocument | RetryPolicyDocument | ServicePo
 
 def _kind_of(value: Any) -> str | None:
     kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
-    return kind if kind in _KINDS else None
+    # ``kind`` may be any JSON value (a list, say): only a known string selects a model.
+    return kind if isinstance(kind, str) and kind in _KINDS else None
 
 
 #: Any document, told apart by ``kind`` (for request bodies and ``apply``).

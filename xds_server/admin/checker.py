@@ -1,0 +1,125 @@
+"""Store states as parsed ``Config``\\ s, and their validation reports.
+
+Parsing every document on every request would cost as much as the rest of the request
+together, so parsed documents are kept between calls: the store shares unchanged documents
+between states, and a document whose spec is the very same object (and whose age is the
+same) needs no second parse. Documents that do not parse (stored by another version) are
+left out of the config and reported as errors of the state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from xds_server.admin.kinds import kind_named, resource_kinds
+from xds_server.model import (
+    Config,
+    Entry,
+    InvalidDocuments,
+    Inventory,
+    Problem,
+    ValidationReport,
+    parse_spec,
+    validate_config,
+)
+from xds_server.store import ConfigState, DocKey, Document
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedState:
+    """A state, its config, and every error and warning of it (parse errors included)."""
+
+    state: ConfigState
+    config: Config
+    report: ValidationReport
+    _by_document: Mapping[DocKey, tuple[list[Problem], list[Problem]]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        by_document: dict[DocKey, tuple[list[Problem], list[Problem]]] = {}
+        for problems, position in ((self.report.errors, 0), (self.report.warnings, 1)):
+            for problem in problems:
+                by_document.setdefault((problem.kind, problem.name), ([], []))[position].append(
+                    problem
+                )
+        object.__setattr__(self, "_by_document", MappingProxyType(by_document))
+
+    def errors_of(self, kind: str, name: str) -> list[Problem]:
+        return self._by_document.get((kind, name), ([], []))[0]
+
+    def warnings_of(self, kind: str, name: str) -> list[Problem]:
+        return self._by_document.get((kind, name), ([], []))[1]
+
+    def spec_of(self, kind: str, name: str) -> Any | None:
+        """The parsed spec of a document, ``None`` if it does not exist or does not parse."""
+        entry = self.config.get(kind, name) if kind_named(kind) is not None else None
+        return entry.spec if entry is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    spec: Mapping[str, Any]
+    created_revision: int
+    result: Entry[Any] | tuple[Problem, ...]
+
+
+class ConfigChecker:
+    def __init__(self, inventory: Callable[[], Inventory]) -> None:
+        self._inventory = inventory
+        self._parsed: dict[DocKey, _Parsed] = {}
+        self._last: tuple[ConfigState, Inventory, CheckedState] | None = None
+
+    def check(self, state: ConfigState) -> CheckedState:
+        """``state`` parsed and validated against the current inventory."""
+        inventory = self._inventory()
+        last = self._last
+        if last is not None and last[0] is state and last[1] is inventory:
+            return last[2]
+        config, parse_errors = self._config_of(state)
+        report = validate_config(config, inventory)
+        if parse_errors:
+            report = ValidationReport(sorted([*report.errors, *parse_errors]), report.warnings)
+        checked = CheckedState(state, config, report)
+        self._last = (state, inventory, checked)
+        return checked
+
+    def adopt(self, state: ConfigState, like: CheckedState) -> CheckedState:
+        """``state``, known to hold the same documents as ``like.state`` (a commit of what a
+        dry run planned), checked without a second validation."""
+        checked = CheckedState(state, like.config, like.report)
+        self._last = (state, self._inventory(), checked)
+        return checked
+
+    def _config_of(self, state: ConfigState) -> tuple[Config, list[Problem]]:
+        parsed = {key: self._parse(doc) for key, doc in state.documents.items()}
+        self._parsed = parsed  # keep only what the latest state has
+        fields: dict[str, dict[str, Entry[Any]]] = {k.config_field: {} for k in resource_kinds()}
+        errors: list[Problem] = []
+        for (kind, name), item in sorted(parsed.items()):
+            resource = kind_named(kind)
+            if isinstance(item.result, Entry) and resource is not None:
+                fields[resource.config_field][name] = item.result
+            elif isinstance(item.result, tuple):
+                errors.extend(item.result)
+        config = Config(**{f: MappingProxyType(entries) for f, entries in fields.items()})
+        return config, errors
+
+    def _parse(self, doc: Document) -> _Parsed:
+        known = self._parsed.get(doc.key)
+        if (
+            known is not None
+            and known.spec is doc.spec
+            and known.created_revision == doc.created_revision
+        ):
+            return known
+        result: Entry[Any] | tuple[Problem, ...]
+        try:
+            spec = parse_spec(doc.kind, doc.name, doc.spec)
+            result = Entry(doc.name, spec, doc.created_revision)
+        except InvalidDocuments as error:
+            result = tuple(error.problems)
+        return _Parsed(doc.spec, doc.created_revision, result)

@@ -1,0 +1,46 @@
+"""What the admin API needs from the rest of the process, injected by the wiring.
+
+The admin package may not import ``translate``, ``sources`` or ``server``; what it needs from
+them arrives here as plain callables, so the API can be tested with fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+
+from xds_server.admin.health import ReadinessCheck
+from xds_server.model import Config, Inventory
+from xds_server.store import ConfigStore
+
+#: ``(before, after) -> what would change in Envoy``: a JSON object (e.g. resources added,
+#: changed and removed per type URL). Called for dry runs only.
+Preview = Callable[[Config, Config], dict[str, Any]]
+#: Who makes a request (recorded in history). Authentication comes later.
+Actor = Callable[[Request], str]
+
+#: The default request body limit: 1 MiB.
+MAX_BODY_BYTES = 1 << 20
+
+
+def no_preview(before: Config, after: Config) -> dict[str, Any]:
+    """A preview that knows nothing about Envoy (when no translator is wired in)."""
+    return {}
+
+
+def anonymous(request: Request) -> str:
+    return "anonymous"
+
+
+@dataclass(frozen=True, slots=True)
+class AdminContext:
+    store: ConfigStore
+    #: The current inventory, for "service has no instances" warnings.
+    inventory: Callable[[], Inventory]
+    preview: Preview = no_preview
+    readiness: Mapping[str, ReadinessCheck] = field(default_factory=dict)
+    actor: Actor = anonymous
+    max_body_bytes: int = MAX_BODY_BYTES
