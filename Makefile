@@ -33,8 +33,7 @@ test: lint typecheck imports
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest -q -p no:cacheprovider
 
 demo: $(STAMP)
-	mkdir -p .demo
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/xds-server serve --store sqlite:.demo/xds-server.db
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python demo/run.py
 
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m bench
