@@ -29,6 +29,8 @@ WORKDIR /data
 VOLUME ["/data"]
 
 # 18000: ADS (gRPC); 8080: REST admin API, /healthz, /readyz.
+# The admin API has no tokens here (--insecure-admin): publish 8080 on 127.0.0.1 only, or run
+# with --admin-tokens FILE (docs/hardening.md).
 EXPOSE 18000 8080
 CMD ["xds-server", "serve", "--ads-listen", "0.0.0.0:18000", "--admin-listen", "0.0.0.0:8080", \
-     "--store", "sqlite:/data/xds-server.db"]
+     "--store", "sqlite:/data/xds-server.db", "--insecure-admin"]

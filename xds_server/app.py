@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 
 from xds_server.admin.app import create_admin_app
+from xds_server.admin.auth import TokenFile, install_auth, request_actor
 from xds_server.admin.context import AdminContext
 from xds_server.admin.server import AdminServer
 from xds_server.cache.snapshot_cache import SnapshotCache
@@ -27,16 +28,21 @@ from xds_server.cache.status import ProxyRegistry
 from xds_server.model.config import Config
 from xds_server.model.inventory import Inventory
 from xds_server.model.problems import InvalidDocuments
+from xds_server.observability.hub import Observability
 from xds_server.pipeline import SnapshotPipeline
 from xds_server.preview import preview_for
+from xds_server.security_settings import check_admin_exposure
 from xds_server.server.grpc_server import start_ads_server
+from xds_server.server.tls import AdsTls
 from xds_server.settings import Address, Settings, SettingsError
-from xds_server.sources.base import InventorySource
+from xds_server.sources.base import InventorySource, SourceStatus
 from xds_server.sources.consul import ConsulWatcher
 from xds_server.sources.consul_settings import ConsulSettings
 from xds_server.sources.empty import EmptyRegistry
 from xds_server.sources.static import StaticRegistry
-from xds_server.store.base import ConfigState, ConfigStore
+from xds_server.store.base import ConfigState, ConfigStore, StoreError
+from xds_server.store.consul_http import ConsulKvSettings
+from xds_server.store.consul_kv import ConsulKvStore
 from xds_server.store.sqlite import SqliteStore
 from xds_server.translate import translate
 
@@ -70,7 +76,72 @@ def build_source(settings: Settings) -> InventorySource:
 def build_store(settings: Settings) -> ConfigStore:
     if settings.store_kind == "sqlite":
         return SqliteStore(settings.store_target or "xds-server.db")
+    if settings.store_kind == "consul-kv":
+        return build_consul_kv_store(settings)
     raise SettingsError(f"--store {settings.store}: not supported by this version")
+
+
+def build_consul_kv_store(settings: Settings) -> ConsulKvStore:
+    """``--store consul-kv:PREFIX`` with the Consul source's connection settings."""
+    overrides: dict[str, Any] = {}
+    if "CONSUL_HTTP_ADDR" in settings.consul:
+        overrides["address"] = settings.consul["CONSUL_HTTP_ADDR"]
+    if "CONSUL_HTTP_TOKEN" in settings.consul:
+        overrides["token"] = settings.consul["CONSUL_HTTP_TOKEN"]
+    try:
+        consul = ConsulSettings.from_env(os.environ, **overrides)
+        kv = ConsulKvSettings(
+            base_url=consul.base_url,
+            token=consul.token,
+            ca_file=consul.ca_file,
+            cert_file=consul.cert_file,
+            key_file=consul.key_file,
+            verify=consul.verify,
+            request_timeout=consul.request_timeout,
+            wait=consul.wait,
+        )
+        return ConsulKvStore(settings.store_target, kv)
+    except ValueError as error:
+        raise SettingsError(f"--store {settings.store}: {error}") from error
+
+
+def build_admin_tokens(settings: Settings) -> TokenFile | None:
+    """The admin API's tokens (``--admin-tokens``); refuses an exposed API without them."""
+    security = settings.security
+    try:
+        check_admin_exposure(settings.admin_listen.host, security)
+        return TokenFile(security.admin_tokens) if security.admin_tokens else None
+    except ValueError as error:
+        raise SettingsError(str(error)) from error
+
+
+def build_ads_tls(settings: Settings) -> AdsTls | None:
+    """TLS of the ADS port (``--ads-tls-cert`` …), its files checked now."""
+    security = settings.security
+    if not security.ads_tls_cert or not security.ads_tls_key:
+        return None
+    try:
+        tls = AdsTls(
+            security.ads_tls_cert,
+            security.ads_tls_key,
+            security.ads_client_ca,
+            security.ads_verify_node,
+        )
+        tls.check()
+    except ValueError as error:
+        raise SettingsError(str(error)) from error
+    return tls
+
+
+def source_name(source: InventorySource) -> str:
+    """The registry's name in metrics and events: ``consul``, ``static`` or ``none``."""
+    if isinstance(source, ConsulWatcher):
+        return "consul"
+    if isinstance(source, StaticRegistry):
+        return "static"
+    if isinstance(source, EmptyRegistry):
+        return "none"
+    return type(source).__name__.lower()
 
 
 def config_of(state: ConfigState) -> Config:
@@ -92,15 +163,26 @@ class XdsServerApp:
     ads_address: Address | None = None
     admin_address: Address | None = None
     pipeline: SnapshotPipeline[Config] | None = None
+    #: Metrics, events and log lines (made by ``start``).
+    observability: Observability | None = None
     _grpc: grpc.aio.Server | None = None
     _admin: AdminServer | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
         settings = self.settings
+        admin_tokens = build_admin_tokens(settings)
+        ads_tls = build_ads_tls(settings)
         self.source = self.source or build_source(settings)
         self.store = self.store or build_store(settings)
         await self.store.open()
+        observability = self.observability = Observability(
+            self.cache,
+            self.registry,
+            source_name(self.source),
+            self._source_status,
+            self._store_revision,
+        )
         self.pipeline = SnapshotPipeline(
             self.cache,
             translate,
@@ -108,12 +190,16 @@ class XdsServerApp:
             config_of(self.store.current()),
             debounce=settings.debounce,
             max_delay=settings.max_delay,
+            on_build=observability.on_build,
         )
         self._spawn(self.source.run(self._on_inventory), "registry")
+        self._spawn(observability.watch_source(), "registry status")
         self._spawn(self._follow_store(), "store")
         self._spawn(self.pipeline.run(), "pipeline")
         ads = settings.ads_listen
-        self._grpc, ads_port = await start_ads_server(self.cache, self.registry, ads.host, ads.port)
+        self._grpc, ads_port = await start_ads_server(
+            self.cache, self.registry, ads.host, ads.port, tls=ads_tls
+        )
         self.ads_address = Address(ads.host, ads_port)
         admin_app = create_admin_app(
             AdminContext(
@@ -121,8 +207,15 @@ class XdsServerApp:
                 inventory=self._inventory,
                 preview=preview_for(self._inventory),
                 readiness=self._readiness(),
+                proxies=self.registry,
+                cache=self.cache,
+                events=observability.events,
+                metrics=observability.metrics_registry,
+                actor=request_actor,
             )
         )
+        if admin_tokens is not None:
+            install_auth(admin_app, admin_tokens)
         admin = settings.admin_listen
         self._admin = AdminServer(admin_app, admin.host, admin.port)
         await self._admin.start()
@@ -145,6 +238,15 @@ class XdsServerApp:
 
         return {"store": store, "registry": registry, "ads": ads}
 
+    def _source_status(self) -> SourceStatus | None:
+        return self.source.status if self.source is not None else None
+
+    def _store_revision(self) -> int | None:
+        try:
+            return self.store.current().revision if self.store is not None else None
+        except StoreError:  # closed
+            return None
+
     def _inventory(self) -> Inventory:
         assert self.pipeline is not None
         return self.pipeline.inventory
@@ -152,14 +254,22 @@ class XdsServerApp:
     def _on_inventory(self, inventory: Inventory) -> None:
         assert self.pipeline is not None
         self.pipeline.set_inventory(inventory)
+        if self.observability is not None:
+            # Once the source has finished this step (it marks itself ready after
+            # publishing), so the first sync is an event at once, not at the next poll.
+            asyncio.get_running_loop().call_soon(self.observability.check_source)
 
     async def _follow_store(self) -> None:
         assert self.store is not None and self.pipeline is not None
         async for state in self.store.watch():
+            error: str | None = None
             try:
                 self.pipeline.set_config(config_of(state))
-            except InvalidDocuments as error:
-                log.error("stored config revision %d is invalid: %s", state.revision, error)
+            except InvalidDocuments as invalid:
+                error = str(invalid)
+                log.error("stored config revision %d is invalid: %s", state.revision, invalid)
+            if self.observability is not None:
+                self.observability.on_revision(state.revision, len(state.documents), error)
 
     def _spawn(self, work: Awaitable[None], name: str) -> None:
         async def guarded() -> None:
@@ -173,6 +283,8 @@ class XdsServerApp:
         self._tasks.append(asyncio.create_task(guarded(), name=name))
 
     async def stop(self) -> None:
+        if self.observability is not None:
+            self.observability.close()  # ends /v1/events streams, which would hold the admin up
         if self._grpc is not None:
             await self._grpc.stop(SHUTDOWN_GRACE)
             self._grpc = None
@@ -202,7 +314,7 @@ async def serve(settings: Settings) -> int:
     try:
         app = XdsServerApp(settings)
         await app.start()
-    except (OSError, SettingsError) as error:
+    except (OSError, SettingsError, StoreError) as error:
         log.error("cannot start: %s", error)
         print(f"xds-server: cannot start: {error}", file=sys.stderr, flush=True)
         with contextlib.suppress(Exception):

@@ -43,6 +43,13 @@ class BuildResult:
     error: str | None = None
 
 
+def _build(messages: Iterable[Any], previous: Snapshot) -> Snapshot:
+    """A snapshot of ``messages``; ``previous`` itself when nothing changed, so the streams
+    of a group whose resources did not change are not even woken."""
+    snapshot = Snapshot.build(messages, previous=previous)
+    return previous if snapshot.unchanged else snapshot
+
+
 class SnapshotPipeline(Generic[ConfigT]):
     def __init__(
         self,
@@ -83,13 +90,14 @@ class SnapshotPipeline(Generic[ConfigT]):
         try:
             translation = self._translate(self.inventory, self.config)
             state = self.cache.state
-            default = Snapshot.build(translation.default.messages(), previous=state.default)
-            groups = {
-                name: Snapshot.build(
-                    resources.messages(), previous=state.groups.get(name, state.default)
-                )
-                for name, resources in translation.groups.items()
-            }
+            default = _build(translation.default.messages(), state.default)
+            groups: dict[str, Snapshot] = {}
+            for name, resources in translation.groups.items():
+                previous = state.groups.get(name, state.default)
+                if resources is translation.default and previous is state.default:
+                    groups[name] = default  # the default's resources: share its snapshot
+                else:
+                    groups[name] = _build(resources.messages(), previous)
             self.cache.set_snapshots(default, groups)
         except InconsistentSnapshot as problem:
             error = f"inconsistent snapshot, keeping the previous one: {problem}"

@@ -11,6 +11,8 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from xds_server.security_settings import SecuritySettings, add_security_arguments, security_from
+
 
 class SettingsError(ValueError):
     """A flag or variable has a value we cannot use."""
@@ -49,6 +51,8 @@ class Settings:
     max_delay: float = 1.0
     #: Consul connection overrides (Consul's own CONSUL_* variables apply otherwise).
     consul: Mapping[str, str] = field(default_factory=dict)
+    #: Admin API tokens and TLS on the ADS port (``security_settings``).
+    security: SecuritySettings = field(default_factory=SecuritySettings)
 
     @property
     def registry_kind(self) -> str:
@@ -96,6 +100,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--consul-datacenters",
         help=f"comma-separated datacenters, local first {env('CONSUL_DATACENTERS')}",
     )
+    add_security_arguments(parser)
 
 
 def settings_from(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
@@ -133,6 +138,10 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str] | None = 
             consul[key] = value
     debounce = pick("debounce")
     max_delay = pick("max_delay")
+    try:
+        security = security_from(pick)
+    except ValueError as error:
+        raise SettingsError(str(error)) from error
     return Settings(
         ads_listen=Address.parse(ads, "--ads-listen") if ads else base.ads_listen,
         admin_listen=Address.parse(admin, "--admin-listen") if admin else base.admin_listen,
@@ -143,6 +152,7 @@ def settings_from(args: argparse.Namespace, environ: Mapping[str, str] | None = 
         debounce=_duration(debounce, "--debounce") if debounce else base.debounce,
         max_delay=_duration(max_delay, "--max-delay") if max_delay else base.max_delay,
         consul=consul,
+        security=security,
     )
 
 

@@ -6,7 +6,12 @@ property over them covers the model's whole accepted space, not a hand-picked co
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import string
+import tempfile
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from hypothesis import strategies as st
@@ -15,6 +20,7 @@ from xds_server.model import Endpoint, Health, Inventory, Service
 from xds_server.model.duration import Duration
 from xds_server.model.regex import re2_error
 from xds_server.model.retry import RetryOn
+from xds_server.model.tls import CIPHER_SUITES
 
 SERVICES = ("api", "api-v2", "web", "Catalog.v1", "shadow_2")
 HOSTNAMES = ("*", "example.com", "*.example.com", "a.example.com", "b.a.example.com", "10.0.0.1")
@@ -119,7 +125,7 @@ status_ranges = st.one_of(
 
 
 @st.composite
-def service_policy_specs(draw: st.DrawFn) -> dict[str, Any]:
+def service_policy_specs(draw: st.DrawFn, tls_policies: tuple[str, ...] = ()) -> dict[str, Any]:
     policy = draw(
         st.sampled_from(["round_robin", "least_request", "ring_hash", "maglev", "random"])
     )
@@ -177,13 +183,29 @@ def service_policy_specs(draw: st.DrawFn) -> dict[str, Any]:
             )
         ),
         protocol=draw(optional(st.sampled_from(["http1", "http2", "grpc"]))),
+        tls_policy=draw(optional(st.sampled_from(tls_policies))) if tls_policies else None,
     )
 
 
 # -- Listener ------------------------------------------------------------------------------
 
 
-def listener_spec(port: int) -> st.SearchStrategy[dict[str, Any]]:
+@st.composite
+def listener_spec(draw: st.DrawFn, port: int, tls_policies: tuple[str, ...] = ()) -> dict[str, Any]:
+    spec = draw(plain_listener_spec(port))
+    choices = ["plain", "redirect", *(["https", "https"] if tls_policies else [])]
+    choice = draw(st.sampled_from(choices))
+    if choice == "https":
+        spec.update(protocol="https", tls_policy=draw(st.sampled_from(tls_policies)))
+    elif choice == "redirect":
+        spec["https_redirect"] = True
+        port_redirect = draw(optional(st.integers(1, 65535)))
+        if port_redirect is not None:
+            spec["https_redirect_port"] = port_redirect
+    return spec
+
+
+def plain_listener_spec(port: int) -> st.SearchStrategy[dict[str, Any]]:
     return st.fixed_dictionaries(
         {"port": st.just(port)},
         optional={
@@ -335,6 +357,330 @@ def rules(draw: st.DrawFn, retry_policy_names: list[str]) -> dict[str, Any]:
     return rule
 
 
+# -- Certificate and TlsPolicy -------------------------------------------------------------
+
+KEY_PAIRS = ("tls-rsa", "tls-ecdsa", "tls-file")
+CA_BUNDLES = ("tls-ca", "tls-ca-file")
+SERVER_NAMES = ("shop.example.com", "*.shop.example.com", "api.example.com", "x.y.example.com")
+VERSIONS = ("1.0", "1.1", "1.2", "1.3")
+
+
+@cache
+def tls_material() -> dict[str, dict[str, Any]]:
+    """The specs of the ``Certificate`` documents, made once per session (test certificates
+    from ``trustme``; the file-based ones in a temporary directory removed at exit)."""
+    from tests.support.pki import ECDSA, TestCa
+
+    ca = TestCa()
+    rsa, ecdsa = ca.issue("shop.example.com"), ca.issue("shop.example.com", key_type=ECDSA)
+    directory = Path(tempfile.mkdtemp(prefix="xds-tls-strategies-"))
+    atexit.register(shutil.rmtree, directory, True)
+    chain, key = ca.issue("file.example.com").write(directory, "file")
+    (directory / "ca.pem").write_text(ca.pem)
+    return {
+        "tls-rsa": {"certificate": rsa.chain, "private_key": rsa.key},
+        "tls-ecdsa": {"certificate": ecdsa.chain, "private_key": ecdsa.key},
+        "tls-file": {"certificate_file": str(chain), "private_key_file": str(key)},
+        "tls-ca": {"ca_bundle": ca.pem},
+        "tls-ca-file": {"ca_bundle_file": str(directory / "ca.pem")},
+    }
+
+
+san_matchers = st.builds(
+    lambda kind, match: {"type": kind, **match},
+    st.sampled_from(["dns", "uri", "email", "ip"]),
+    one_of_fields(
+        exact=st.sampled_from(["a.example.com", "spiffe://example.org/a", "10.0.0.1"]),
+        prefix=st.sampled_from(["spiffe://example.org/", "a"]),
+        suffix=st.sampled_from([".example.com", "@example.com"]),
+    ),
+)
+
+
+@st.composite
+def tls_parameters(draw: st.DrawFn) -> dict[str, Any]:
+    low, high = sorted(draw(st.lists(st.sampled_from(VERSIONS), min_size=2, max_size=2)))
+    ciphers = None
+    if low != "1.3":
+        ciphers = draw(
+            optional(st.lists(st.sampled_from(CIPHER_SUITES), min_size=1, max_size=4, unique=True))
+        )
+    return compact(
+        min_version=draw(optional(st.just(low))),
+        max_version=draw(optional(st.just(high))),
+        cipher_suites=ciphers,
+    )
+
+
+def _versions_ok(spec: dict[str, Any]) -> bool:
+    """Defaults (1.2 and 1.3) fill what was left out; keep only ranges with min <= max."""
+    low = spec.get("min_version", "1.2")
+    high = spec.get("max_version", "1.3")
+    return VERSIONS.index(low) <= VERSIONS.index(high) and not (
+        low == "1.3" and spec.get("cipher_suites")
+    )
+
+
+@st.composite
+def downstream_specs(draw: st.DrawFn) -> dict[str, Any]:
+    certificates = draw(st.lists(st.sampled_from(KEY_PAIRS), unique=True, max_size=3))
+    names = draw(st.lists(st.sampled_from(SERVER_NAMES), unique=True, max_size=3))
+    sni = [
+        {
+            "server_names": [name],
+            "certificates": draw(
+                st.lists(st.sampled_from(KEY_PAIRS), min_size=1, max_size=2, unique=True)
+            ),
+        }
+        for name in names
+    ]
+    if not certificates and not sni:
+        certificates = [draw(st.sampled_from(KEY_PAIRS))]
+    client = draw(
+        optional(
+            st.fixed_dictionaries(
+                {"ca": st.sampled_from(CA_BUNDLES)},
+                optional={
+                    "required": st.booleans(),
+                    "subject_alt_names": st.lists(san_matchers, max_size=2),
+                    "forward_details": st.lists(
+                        st.sampled_from(["subject", "uri", "dns", "cert", "chain"]), unique=True
+                    ),
+                },
+            )
+        )
+    )
+    return compact(
+        certificates=certificates or None,
+        sni=sni or None,
+        alpn=draw(optional(st.lists(st.sampled_from(["h2", "http/1.1"]), unique=True))),
+        client_certificate=client,
+        **draw(tls_parameters().filter(_versions_ok)),
+    )
+
+
+@st.composite
+def upstream_specs(draw: st.DrawFn) -> dict[str, Any]:
+    mutual = draw(st.booleans())
+    ca = draw(optional(st.sampled_from(CA_BUNDLES)))
+    return compact(
+        mode="mutual" if mutual else draw(optional(st.just("simple"))),
+        client_certificate=draw(st.sampled_from(KEY_PAIRS)) if mutual else None,
+        sni=draw(optional(st.sampled_from(["api.internal", "shop.example.com"]))),
+        ca=ca,
+        subject_alt_names=draw(st.lists(san_matchers, max_size=2)) if ca else None,
+        **draw(tls_parameters().filter(_versions_ok)),
+    )
+
+
+@st.composite
+def tls_documents(draw: st.DrawFn) -> tuple[list[dict[str, Any]], tuple[str, ...], tuple[str, ...]]:
+    """(Certificate and TlsPolicy documents, policies with a downstream part, with an
+    upstream part); a quarter of the time no TLS at all."""
+    if draw(st.integers(0, 3)) == 0:
+        return [], (), ()
+    material = tls_material()
+    documents = [
+        {"kind": "Certificate", "name": name, "spec": dict(spec)} for name, spec in material.items()
+    ]
+    downstream: list[str] = []
+    upstream: list[str] = []
+    for name in draw(st.lists(st.sampled_from(["tls-a", "tls-b"]), min_size=1, unique=True)):
+        spec = compact(
+            downstream=draw(optional(downstream_specs())),
+            upstream=draw(optional(upstream_specs())),
+        )
+        if not spec:
+            spec["downstream"] = draw(downstream_specs())
+        documents.append({"kind": "TlsPolicy", "name": name, "spec": spec})
+        if "downstream" in spec:
+            downstream.append(name)
+        if "upstream" in spec:
+            upstream.append(name)
+    return documents, tuple(downstream), tuple(upstream)
+
+
+# -- Edge policies and telemetry -----------------------------------------------------------
+
+#: A real RSA public key, so Envoy's JWKS parsing has something to accept.
+INLINE_JWKS = {
+    "keys": [
+        {
+            "kty": "RSA",
+            "kid": "k1",
+            "alg": "RS256",
+            "e": "AQAB",
+            "n": "sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV"
+            "3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8e"
+            "xSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJay"
+            "nVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0Ga"
+            "DWFLN-aEAw3vRw",
+        }
+    ]
+}
+token_names = st.text(string.ascii_letters + string.digits + "_-", min_size=1, max_size=8)
+claim_values = st.text(string.ascii_letters + string.digits + ":._-", min_size=1, max_size=12)
+
+
+@st.composite
+def jwt_providers(draw: st.DrawFn, name: str) -> dict[str, Any]:
+    jwks = draw(
+        st.one_of(
+            st.just({"inline": INLINE_JWKS}),
+            st.builds(
+                lambda url, timeout, cache: compact(url=url, timeout=timeout, cache_duration=cache),
+                st.sampled_from(
+                    [
+                        "https://idp.example.com/.well-known/jwks.json",
+                        "http://10.0.0.9:8080/keys",
+                        "https://[::1]:8443/jwks",
+                        "http://keys.internal/jwks",
+                    ]
+                ),
+                optional(positive_durations),
+                optional(positive_durations),
+            ),
+        )
+    )
+    return compact(
+        name=name,
+        issuer=draw(optional(st.sampled_from(["https://idp.example.com", "issuer-1"]))),
+        audiences=draw(optional(st.lists(claim_values, unique=True, max_size=2))),
+        jwks=jwks,
+        token_sources=draw(
+            optional(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "headers": st.lists(
+                            st.builds(
+                                lambda n, p: {"name": n, "prefix": p},
+                                st.sampled_from(["authorization", "x-token"]),
+                                st.sampled_from(["", "Bearer "]),
+                            ),
+                            max_size=2,
+                            unique_by=lambda h: h["name"],
+                        ),
+                        "cookies": st.lists(token_names, unique=True, max_size=2),
+                        "query_params": st.lists(token_names, unique=True, max_size=2),
+                    },
+                )
+            )
+        ),
+        claim_to_headers=draw(
+            optional(
+                st.lists(
+                    st.builds(
+                        lambda c, h: {"claim": c, "header": h},
+                        st.sampled_from(["sub", "email", "address.country"]),
+                        st.sampled_from(["x-user", "x-email", "x-country"]),
+                    ),
+                    max_size=2,
+                    unique_by=lambda c: c["header"],
+                )
+            )
+        ),
+        forward=draw(optional(st.booleans())),
+        clock_skew=draw(optional(st.integers(0, 600).map(lambda s: f"{s}s"))),
+    )
+
+
+@st.composite
+def edge_documents(
+    draw: st.DrawFn, listener_names: list[str]
+) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """Auth and rate limit policies: each listener is named by at most one of each kind."""
+    documents: list[dict[str, Any]] = []
+    auth = draw(st.lists(st.sampled_from(["jwt-a", "jwt-b"]), unique=True))
+    limits = draw(st.lists(st.sampled_from(["rl-a", "rl-b"]), unique=True))
+    for names, kind in ((auth, "AuthPolicy"), (limits, "RateLimitPolicy")):
+        free = list(listener_names)
+        for name in names:
+            mine = draw(st.lists(st.sampled_from(free), unique=True)) if free else []
+            free = [n for n in free if n not in mine]
+            if kind == "AuthPolicy":
+                providers = draw(st.lists(st.sampled_from(["p1", "p2"]), min_size=1, unique=True))
+                spec: dict[str, Any] = {"providers": [draw(jwt_providers(p)) for p in providers]}
+            else:
+                spec = compact(
+                    requests=draw(st.integers(1, 10_000)),
+                    per=draw(optional(durations(min_ms=50, max_ms=60_000))),
+                    burst=draw(optional(st.integers(1, 100_000))),
+                    by=draw(
+                        optional(
+                            one_of_fields(
+                                header=st.sampled_from(["x-api-key", ":authority"]),
+                                client_address=st.just(True),
+                            )
+                        )
+                    ),
+                    status=draw(optional(st.sampled_from([429, 503, 403, 421]))),
+                    response_headers=draw(
+                        optional(
+                            st.dictionaries(
+                                st.sampled_from(["x-limit", "retry-after"]),
+                                header_values,
+                                max_size=2,
+                            )
+                        )
+                    ),
+                    rate_limit_headers=draw(optional(st.booleans())),
+                )
+            if mine:
+                spec["listeners"] = mine
+            documents.append({"kind": kind, "name": name, "spec": spec})
+    return documents, auth, limits
+
+
+@st.composite
+def rule_edge(draw: st.DrawFn, auth: list[str], limits: list[str]) -> dict[str, Any]:
+    """A rule's ``auth`` and ``rate_limit`` (claims always with a policy: valid anywhere)."""
+    result: dict[str, Any] = {}
+    if draw(st.booleans()) and auth:
+        if draw(st.booleans()):
+            result["auth"] = {"disabled": True}
+        else:
+            result["auth"] = compact(
+                policy=draw(st.sampled_from(auth)),
+                claims=draw(
+                    optional(
+                        st.lists(
+                            st.builds(
+                                lambda c, kind: {"claim": c, **kind},
+                                st.sampled_from(["scope", "roles", "tier"]),
+                                one_of_fields(exact=header_values, contains=claim_values),
+                            ),
+                            min_size=1,
+                            max_size=3,
+                        )
+                    )
+                ),
+            )
+    if draw(st.booleans()):
+        if draw(st.booleans()) and limits:
+            result["rate_limit"] = {"policy": draw(st.sampled_from(limits))}
+        elif draw(st.booleans()):
+            result["rate_limit"] = {"disabled": True}
+    return result
+
+
+@st.composite
+def telemetry(draw: st.DrawFn) -> dict[str, Any]:
+    provider = draw(st.sampled_from(["opentelemetry", "zipkin"]))
+    tracing = compact(
+        provider=provider,
+        collector=draw(st.sampled_from(["127.0.0.1:4317", "otel.internal:4317", "[::1]:9411"])),
+        sampling=draw(optional(st.floats(0, 100))),
+        tags=draw(optional(st.dictionaries(token_names, header_values.filter(bool), max_size=3))),
+        service_name=draw(optional(token_names)) if provider == "opentelemetry" else None,
+        path=draw(optional(paths)) if provider == "zipkin" else None,
+    )
+    return compact(
+        tracing=tracing if draw(st.booleans()) else None,
+        request_id=draw(optional(st.booleans())),
+    )
+
+
 # -- The whole thing -----------------------------------------------------------------------
 
 
@@ -350,10 +696,27 @@ def documents(draw: st.DrawFn) -> list[dict[str, Any]]:
             unique=True,
         )
     )
+    tls, downstream, upstream = draw(tls_documents())
     result = [
-        {"kind": "Listener", "name": name, "spec": draw(listener_spec(port))}
-        for name, port in zip(listener_names, ports, strict=True)
+        *tls,
+        *(
+            {"kind": "Listener", "name": name, "spec": draw(listener_spec(port, downstream))}
+            for name, port in zip(listener_names, ports, strict=True)
+        ),
     ]
+    for document in result:
+        spec = document["spec"]
+        if document["kind"] != "Listener":
+            continue
+        if draw(st.booleans()):
+            spec["telemetry"] = draw(telemetry())
+        if not spec.get("https_redirect") and draw(st.integers(0, 4)) == 0:
+            spec["metrics"] = compact(
+                path=draw(optional(paths)),
+                admin_address=draw(optional(st.sampled_from(["127.0.0.1:9901", "[::1]:9000"]))),
+            )
+    edge, auth_names, limit_names = draw(edge_documents(listener_names))
+    result += edge
     policy_names = draw(st.lists(st.sampled_from(["default", "fast"]), unique=True))
     result += [
         {"kind": "RetryPolicy", "name": name, "spec": draw(retry_specs())} for name in policy_names
@@ -362,7 +725,11 @@ def documents(draw: st.DrawFn) -> list[dict[str, Any]]:
         name = service.lower().replace(".", "-").replace("_", "-")
         if name == service:  # a ServicePolicy's name is the service: a DNS label
             result.append(
-                {"kind": "ServicePolicy", "name": name, "spec": draw(service_policy_specs())}
+                {
+                    "kind": "ServicePolicy",
+                    "name": name,
+                    "spec": draw(service_policy_specs(upstream)),
+                }
             )
     for index in range(draw(st.integers(1, 3))):
         result.append(
@@ -376,7 +743,10 @@ def documents(draw: st.DrawFn) -> list[dict[str, Any]]:
                     hostnames=draw(
                         optional(st.lists(st.sampled_from(HOSTNAMES), min_size=1, unique=True))
                     ),
-                    rules=draw(st.lists(rules(policy_names), min_size=1, max_size=3)),
+                    rules=[
+                        {**rule, **draw(rule_edge(auth_names, limit_names))}
+                        for rule in draw(st.lists(rules(policy_names), min_size=1, max_size=3))
+                    ],
                 ),
             }
         )

@@ -1,8 +1,9 @@
 """Turn translated resources into a static Envoy bootstrap and run ``envoy --mode validate``.
 
-EDS clusters become STATIC clusters with their ``ClusterLoadAssignment`` inlined and RDS
-becomes an inline ``route_config``; every other field is kept as translated, so Envoy's
-validation covers what the control plane would send over ADS.
+EDS clusters become STATIC clusters with their ``ClusterLoadAssignment`` inlined, RDS
+becomes an inline ``route_config`` and SDS secrets become static secrets (the references lose
+their ``sds_config``); every other field is kept as translated, so Envoy's validation covers
+what the control plane would send over ADS, TLS contexts and certificates included.
 """
 
 from __future__ import annotations
@@ -54,6 +55,23 @@ def _static_cluster(
     return cluster
 
 
+_SDS_REFERENCES = ("tlsCertificateSdsSecretConfigs", "validationContextSdsSecretConfig")
+
+
+def _static_secret_references(value: Any) -> None:
+    """Drop ``sds_config`` from every SDS reference: a name alone means a static secret."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in _SDS_REFERENCES:
+                for reference in item if isinstance(item, list) else [item]:
+                    reference.pop("sdsConfig", None)
+            else:
+                _static_secret_references(item)
+    elif isinstance(value, list):
+        for item in value:
+            _static_secret_references(item)
+
+
 def _name(message: Any) -> str:
     return str(getattr(message, "cluster_name", "") or message.name)
 
@@ -64,7 +82,10 @@ def static_bootstrap(bundles: Iterable[ProxyResources]) -> dict[str, Any]:
     routes: dict[str, Any] = {}
     clusters: dict[str, Any] = {}
     assignments: dict[str, Any] = {}
+    secrets: dict[str, Any] = {}
     for bundle in bundles:
+        for message in bundle.secrets:
+            secrets[_name(message)] = MessageToDict(message)
         for message in bundle.routes:
             routes[_name(message)] = MessageToDict(message)
         for message in bundle.endpoints:
@@ -75,13 +96,15 @@ def static_bootstrap(bundles: Iterable[ProxyResources]) -> dict[str, Any]:
             clusters[_name(message)] = MessageToDict(message)
     for listener in listeners.values():
         _inline_routes(listener, routes)
-    return {
-        "node": {"id": "validate", "cluster": "validate"},
-        "static_resources": {
-            "listeners": [listeners[name] for name in sorted(listeners)],
-            "clusters": [_static_cluster(clusters[name], assignments) for name in sorted(clusters)],
-        },
+    _static_secret_references(listeners)
+    _static_secret_references(clusters)
+    static: dict[str, Any] = {
+        "listeners": [listeners[name] for name in sorted(listeners)],
+        "clusters": [_static_cluster(clusters[name], assignments) for name in sorted(clusters)],
     }
+    if secrets:
+        static["secrets"] = [secrets[name] for name in sorted(secrets)]
+    return {"node": {"id": "validate", "cluster": "validate"}, "static_resources": static}
 
 
 def envoy_validate(bootstrap: dict[str, Any], directory: Path) -> subprocess.CompletedProcess[str]:

@@ -42,19 +42,49 @@ def assert_envoy_accepts(translation: Translation, context: str) -> None:
     assert result.returncode == 0, f"{context}\n{result.stdout}\n{result.stderr}"
 
 
+def with_test_files(raws: list[dict[str, Any]], directory: Path) -> list[dict[str, Any]]:
+    """The examples' certificate paths (``/etc/envoy/tls/...``) replaced by files of test
+    certificates made here, so Envoy can load them."""
+    from tests.support.pki import TestCa
+
+    ca = TestCa()
+    (directory / "ca.pem").write_text(ca.pem)
+    chain, key = ca.issue("shop.example.com").write(directory, "pair")
+    files = {
+        "certificate_file": chain,
+        "private_key_file": key,
+        "ca_bundle_file": directory / "ca.pem",
+    }
+    return [
+        {**raw, "spec": {k: str(files[k]) if k in files else v for k, v in raw["spec"].items()}}
+        if raw["kind"] == "Certificate"
+        else raw
+        for raw in raws
+    ]
+
+
 @pytest.mark.parametrize(
     "files",
     [
         ("listener.yaml", "route.yaml", "retry-policy.yaml", "service-policy.yaml"),
         ("demo.yaml",),
+        ("https.yaml", "tls-policy.yaml"),
+        (
+            "listener.yaml",
+            "ca-bundle.yaml",
+            "auth-policy.yaml",
+            "rate-limit-policy.yaml",
+            "telemetry.yaml",
+            "edge-route.yaml",
+        ),
     ],
 )
-def test_examples_are_accepted_by_envoy(files: tuple[str, ...]) -> None:
+def test_examples_are_accepted_by_envoy(files: tuple[str, ...], tmp_path: Path) -> None:
     paths = [EXAMPLES / file for file in files if (EXAMPLES / file).exists()]
     raws = [raw for path in paths for raw in yaml.safe_load_all(path.read_text())]
     if not raws:
         pytest.skip(f"no {files}")
-    config = config_of(raws)
+    config = config_of(with_test_files(raws, tmp_path))
     inventory = Inventory.of(
         {"api": Service("api", (Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80, priority=1)))}
     )

@@ -87,3 +87,18 @@ async def test_node_matchers_and_excluded_contents(xds: XdsHarness) -> None:
     assert [c.node.id for c in (await fetch(xds, regex)).config] == ["mesh-1"]
     for client in clients:
         client.cancel()
+
+
+def test_secrets_are_redacted_in_status() -> None:
+    from envoy.config.core.v3 import base_pb2
+    from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+
+    from xds_server.server.csds import REDACTED, redacted
+
+    secret = secret_pb2.Secret(name="certificate/shop")
+    secret.tls_certificate.certificate_chain.inline_string = "-----BEGIN CERTIFICATE-----"
+    secret.tls_certificate.private_key.inline_string = "-----BEGIN PRIVATE KEY-----\nAAAA"
+    shown = secret_pb2.Secret.FromString(redacted(secret.SerializeToString()))
+    assert shown.tls_certificate.private_key == base_pb2.DataSource(inline_string=REDACTED)
+    assert shown.tls_certificate.certificate_chain.inline_string.startswith("-----BEGIN CERT")
+    assert b"PRIVATE KEY" not in redacted(secret.SerializeToString())

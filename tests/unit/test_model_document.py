@@ -26,6 +26,11 @@ PER_KIND = {
     "route.yaml": Kind.ROUTE,
     "retry-policy.yaml": Kind.RETRY_POLICY,
     "service-policy.yaml": Kind.SERVICE_POLICY,
+    "tls-policy.yaml": Kind.TLS_POLICY,
+    "certificate.yaml": Kind.CERTIFICATE,
+    "ca-bundle.yaml": Kind.CERTIFICATE,
+    "auth-policy.yaml": Kind.AUTH_POLICY,
+    "rate-limit-policy.yaml": Kind.RATE_LIMIT_POLICY,
 }
 
 

@@ -1,4 +1,5 @@
-"""The ConfigStore contract, run against every implementation (memory and SQLite)."""
+"""The ConfigStore contract, run against every implementation (memory, SQLite, and Consul KV
+on the Consul double)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.consul_double import ConsulDouble
 from xds_server.store import (
     Change,
     ConfigState,
@@ -23,11 +25,22 @@ from xds_server.store import (
     SqliteStore,
     StoreError,
 )
+from xds_server.store.consul_http import ConsulKvSettings
+from xds_server.store.consul_kv import ConsulKvStore
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "consul-kv"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ConfigStore]:
     s: ConfigStore
+    if request.param == "consul-kv":
+        with ConsulDouble(jitter=False) as double:
+            s = ConsulKvStore(
+                "xds/config", ConsulKvSettings(double.url, request_timeout=5.0, wait=10.0)
+            )
+            await s.open()
+            yield s
+            await s.close()
+        return
     s = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "config.db")
     await s.open()
     yield s

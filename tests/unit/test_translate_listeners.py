@@ -72,3 +72,9 @@ def test_http_defaults_leave_envoy_defaults() -> None:
         "xff_num_trusted_hops",
     ):
         assert field not in manager
+
+
+def test_virtual_hosts_match_the_host_without_its_port() -> None:
+    # "Host: shop.example.com:10000" must reach a route for "shop.example.com".
+    _, manager = translated()
+    assert manager["strip_any_host_port"] is True

@@ -1,4 +1,5 @@
-"""The FastAPI application of the admin API: config CRUD, apply, history, health."""
+"""The FastAPI application of the admin API: config CRUD, apply, history, health, proxies,
+events and metrics."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from xds_server.admin.apply import apply_router
 from xds_server.admin.components import add_components
 from xds_server.admin.context import AdminContext
 from xds_server.admin.errors import install_error_handlers
+from xds_server.admin.events import events_router
 from xds_server.admin.health import health_router
 from xds_server.admin.history import history_router
 from xds_server.admin.kinds import resource_kinds
 from xds_server.admin.limits import BodySizeLimit
+from xds_server.admin.metrics import AdminRequestMetrics, RequestMetricsMiddleware, metrics_router
+from xds_server.admin.proxies import proxies_router
 from xds_server.admin.resources import resource_router
 from xds_server.admin.revision_header import ConfigRevisionHeader
 from xds_server.admin.rollback import rollback_router
@@ -26,6 +30,10 @@ Every resource is one document `{"kind", "name", "spec"}`; reads add `revision`,
 `updated_at` and `warnings`. Every write is validated so that Envoy accepts the result,
 bumps the config revision (kept in history) and can be dry-run with `?dry_run=true`.
 Errors are `application/problem+json` (RFC 9457) with an `errors` list of `{field, reason}`.
+
+`/v1/proxies` shows every connected Envoy and its sync status per resource type (the facts
+CSDS serves on the ADS port), `/v1/events` streams what happens (server-sent events),
+`/metrics` exposes Prometheus metrics.
 """
 
 
@@ -52,6 +60,11 @@ def create_admin_app(context: AdminContext) -> FastAPI:
     app.include_router(apply_router(services))
     app.include_router(history_router(services))
     app.include_router(rollback_router(services))
+    app.include_router(proxies_router(context.proxies, context.cache))
+    app.include_router(events_router(context.events))
+    app.include_router(metrics_router(context.metrics))
     app.add_middleware(ConfigRevisionHeader, store=context.store)
     app.add_middleware(BodySizeLimit, max_bytes=context.max_body_bytes)
+    # Outermost, so it sees every answer, refusals by the middlewares above included.
+    app.add_middleware(RequestMetricsMiddleware, metrics=AdminRequestMetrics(context.metrics))
     return app

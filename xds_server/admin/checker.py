@@ -9,11 +9,14 @@ left out of the config and reported as errors of the state.
 
 from __future__ import annotations
 
+import datetime
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from xds_server.admin.certificates import shared_reader
 from xds_server.admin.kinds import kind_named, resource_kinds
 from xds_server.model import (
     Config,
@@ -25,7 +28,16 @@ from xds_server.model import (
     parse_spec,
     validate_config,
 )
+from xds_server.model.validation import FileReader
 from xds_server.store import ConfigState, DocKey, Document
+
+#: A checked state is reused for this long (seconds) at most: certificate expiry depends on
+#: the clock, and certificate files may change on disk.
+RECHECK_AFTER = 30.0
+
+
+def _utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,30 +80,45 @@ class _Parsed:
 
 
 class ConfigChecker:
-    def __init__(self, inventory: Callable[[], Inventory]) -> None:
+    """Certificates are checked for expiry against ``clock`` and, when given as paths, read
+    with ``read_file`` (so tests can fake both)."""
+
+    def __init__(
+        self,
+        inventory: Callable[[], Inventory],
+        clock: Callable[[], datetime.datetime] = _utc_now,
+        read_file: FileReader | None = None,
+    ) -> None:
         self._inventory = inventory
+        self._clock = clock
+        self._read_file = read_file if read_file is not None else shared_reader()
         self._parsed: dict[DocKey, _Parsed] = {}
-        self._last: tuple[ConfigState, Inventory, CheckedState] | None = None
+        self._last: tuple[ConfigState, Inventory, CheckedState, float] | None = None
 
     def check(self, state: ConfigState) -> CheckedState:
         """``state`` parsed and validated against the current inventory."""
         inventory = self._inventory()
         last = self._last
-        if last is not None and last[0] is state and last[1] is inventory:
+        if (
+            last is not None
+            and last[0] is state
+            and last[1] is inventory
+            and time.monotonic() - last[3] < RECHECK_AFTER
+        ):
             return last[2]
         config, parse_errors = self._config_of(state)
-        report = validate_config(config, inventory)
+        report = validate_config(config, inventory, now=self._clock(), read_file=self._read_file)
         if parse_errors:
             report = ValidationReport(sorted([*report.errors, *parse_errors]), report.warnings)
         checked = CheckedState(state, config, report)
-        self._last = (state, inventory, checked)
+        self._last = (state, inventory, checked, time.monotonic())
         return checked
 
     def adopt(self, state: ConfigState, like: CheckedState) -> CheckedState:
         """``state``, known to hold the same documents as ``like.state`` (a commit of what a
         dry run planned), checked without a second validation."""
         checked = CheckedState(state, like.config, like.report)
-        self._last = (state, self._inventory(), checked)
+        self._last = (state, self._inventory(), checked, time.monotonic())
         return checked
 
     def _config_of(self, state: ConfigState) -> tuple[Config, list[Problem]]:

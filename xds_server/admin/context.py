@@ -10,9 +10,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 
+from xds_server.admin.events import EventLog
 from xds_server.admin.health import ReadinessCheck
+from xds_server.cache.snapshot_cache import SnapshotCache
+from xds_server.cache.status import ProxyRegistry
 from xds_server.model import Config, Inventory
 from xds_server.store import ConfigStore
 
@@ -44,3 +48,10 @@ class AdminContext:
     readiness: Mapping[str, ReadinessCheck] = field(default_factory=dict)
     actor: Actor = anonymous
     max_body_bytes: int = MAX_BODY_BYTES
+    #: The proxies' status and the snapshots they were sent (read only), for /v1/proxies.
+    proxies: ProxyRegistry = field(default_factory=ProxyRegistry)
+    cache: SnapshotCache = field(default_factory=SnapshotCache)
+    #: What /v1/events streams; None: no feed is wired in (every stream ends at once).
+    events: EventLog | None = None
+    #: What /metrics exposes; the admin API adds its request metrics to it.
+    metrics: CollectorRegistry = field(default_factory=CollectorRegistry)

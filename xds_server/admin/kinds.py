@@ -16,15 +16,28 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from xds_server.admin.certificates import (
+    CertificateInfo,
+    describe_certificate,
+    redact_certificate,
+)
 from xds_server.model import (
+    AuthPolicyDocument,
+    AuthPolicySpec,
+    CertificateDocument,
     Kind,
     ListenerDocument,
     ListenerSpec,
+    RateLimitPolicyDocument,
+    RateLimitPolicySpec,
     RetryPolicyDocument,
     RouteDocument,
     RouteSpec,
     ServicePolicyDocument,
+    TlsPolicyDocument,
 )
+from xds_server.model.service_policy import ServicePolicySpec
+from xds_server.model.tls import TlsPolicySpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +66,9 @@ class ResourceKind:
     filters: tuple[ListFilter, ...] = ()
     #: The spec as it may leave the server (write-only fields removed).
     redact: Callable[[Mapping[str, Any]], Mapping[str, Any]] = _as_is
+    #: Read-only ``info`` that reads add (computed from the stored spec), and its schema.
+    describe: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
+    info_model: type[BaseModel] | None = None
 
     @property
     def spec_model(self) -> type[BaseModel]:
@@ -77,6 +93,29 @@ def _listener_for_group(spec: ListenerSpec, value: str) -> bool:
     return spec.delivered_to(value)
 
 
+def _listener_uses_policy(spec: ListenerSpec, value: str) -> bool:
+    return spec.tls_policy == value
+
+
+def _service_policy_uses_tls(spec: ServicePolicySpec, value: str) -> bool:
+    return spec.tls_policy == value
+
+
+def _tls_policy_uses_certificate(spec: TlsPolicySpec, value: str) -> bool:
+    used: set[str] = set()
+    if spec.downstream is not None:
+        used.update(spec.downstream.certificate_names())
+        if spec.downstream.client_certificate is not None:
+            used.add(spec.downstream.client_certificate.ca)
+    if spec.upstream is not None:
+        used.update(n for n in (spec.upstream.ca, spec.upstream.client_certificate) if n)
+    return value in used
+
+
+def _policy_on_listener(spec: AuthPolicySpec | RateLimitPolicySpec, value: str) -> bool:
+    return value in spec.listeners
+
+
 @cache
 def resource_kinds() -> tuple[ResourceKind, ...]:
     """Every kind, in the order of the API reference."""
@@ -93,6 +132,9 @@ def resource_kinds() -> tuple[ResourceKind, ...]:
                     "Only listeners an Envoy of this proxy group gets (those listing it, and "
                     "those for every group).",
                     _listener_for_group,
+                ),
+                ListFilter(
+                    "tls_policy", "Only listeners using this TLS policy.", _listener_uses_policy
                 ),
             ),
         ),
@@ -129,6 +171,71 @@ def resource_kinds() -> tuple[ResourceKind, ...]:
             ServicePolicyDocument,
             "service_policies",
             "How Envoy talks to one registry service (named like the service).",
+            filters=(
+                ListFilter(
+                    "tls_policy",
+                    "Only service policies using this TLS policy.",
+                    _service_policy_uses_tls,
+                ),
+            ),
+        ),
+        ResourceKind(
+            Kind.TLS_POLICY,
+            "tls-policies",
+            TlsPolicyDocument,
+            "tls_policies",
+            "How Envoy speaks TLS to clients of https listeners (downstream) and to services "
+            "(upstream).",
+            filters=(
+                ListFilter(
+                    "certificate",
+                    "Only TLS policies using this certificate (or CA bundle).",
+                    _tls_policy_uses_certificate,
+                ),
+            ),
+        ),
+        ResourceKind(
+            Kind.CERTIFICATE,
+            "certificates",
+            CertificateDocument,
+            "certificates",
+            "A certificate chain with its private key (write-only: never shown), or a CA "
+            "bundle; inline PEM or file paths. Reads add info: subject, SANs, issuer, "
+            "validity and fingerprint.",
+            redact=redact_certificate,
+            describe=describe_certificate,
+            info_model=CertificateInfo,
+        ),
+        ResourceKind(
+            Kind.AUTH_POLICY,
+            "auth-policies",
+            AuthPolicyDocument,
+            "auth_policies",
+            "JWT authentication (OAuth2/OIDC tokens): the issuers trusted, and the listeners "
+            "on which every request needs a token; route rules may require it, require "
+            "claims, or opt out.",
+            filters=(
+                ListFilter(
+                    "listener",
+                    "Only policies applying to every request of this listener.",
+                    _policy_on_listener,
+                ),
+            ),
+        ),
+        ResourceKind(
+            Kind.RATE_LIMIT_POLICY,
+            "rate-limit-policies",
+            RateLimitPolicyDocument,
+            "rate_limit_policies",
+            "A local (per Envoy) token bucket for the requests of listeners and route rules, "
+            "optionally one per header value or client address.",
+            filters=(
+                ListFilter(
+                    "listener",
+                    "Only policies applying to every request of this listener.",
+                    _policy_on_listener,
+                ),
+            ),
         ),
     )
 

@@ -17,7 +17,7 @@ from xds_server.admin.problem import ErrorItem
 from xds_server.model.names import Name
 
 #: Fields a ``GET`` adds to a document; ignored when sent back in a ``PUT`` or ``apply``.
-READ_ONLY_FIELDS = ("revision", "updated_at", "warnings")
+READ_ONLY_FIELDS = ("revision", "updated_at", "warnings", "info")
 
 
 class DocumentMeta(BaseModel):
@@ -30,11 +30,16 @@ class DocumentMeta(BaseModel):
 
 @cache
 def stored_model(kind: ResourceKind) -> type[BaseModel]:
-    """``{kind, name, spec, revision, updated_at, warnings}``: what reads answer."""
-    return create_model(
+    """``{kind, name, spec, revision, updated_at, warnings}`` (and ``info`` for kinds that
+    describe themselves): what reads answer."""
+    extra: dict[str, Any] = {}
+    if kind.info_model is not None:
+        extra["info"] = (kind.info_model, Field(description="Read-only; computed on read."))
+    return create_model(  # type: ignore[call-overload, no-any-return]
         f"Stored{kind.kind.value}",
         __base__=(kind.document_model, DocumentMeta),
         __doc__=f"A {kind.kind.value} as stored. {kind.summary}",
+        **extra,
     )
 
 

@@ -26,7 +26,7 @@ def document_view(kind: ResourceKind, doc: Document, checked: CheckedState) -> d
     """A stored document with its read-only fields. Its errors (only a document stored by
     another version can have any) are shown among the warnings."""
     problems = [*checked.errors_of(doc.kind, doc.name), *checked.warnings_of(doc.kind, doc.name)]
-    return {
+    view = {
         "kind": doc.kind,
         "name": doc.name,
         "spec": dict(kind.redact(doc.spec)),
@@ -34,6 +34,9 @@ def document_view(kind: ResourceKind, doc: Document, checked: CheckedState) -> d
         "updated_at": doc.updated_at,
         "warnings": problem_items(problems, located=False),
     }
+    if kind.describe is not None:
+        view["info"] = dict(kind.describe(doc.spec))
+    return view
 
 
 def history_view(entry: HistoryEntry) -> dict[str, Any]:

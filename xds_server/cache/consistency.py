@@ -99,6 +99,40 @@ def _route_clusters(route_config: Any) -> set[str]:
     return clusters
 
 
+#: References of each resource, by (type URL, name, version): the version is a hash of the
+#: resource's bytes, so a resource unchanged since the last check is not parsed again.
+_references: dict[tuple[str, str, str], Any] = {}
+_MAX_REMEMBERED = 200_000
+
+
+def _remembered(type_url: str, name: str, version: str, compute: Any, message: Any) -> Any:
+    if not version:  # not from Snapshot.build: nothing to key the memo on
+        return compute(message)
+    key = (type_url, name, version)
+    found = _references.get(key)
+    if found is None:
+        if len(_references) >= _MAX_REMEMBERED:
+            _references.clear()
+        found = _references[key] = compute(message)
+    return found
+
+
+def _cluster_references(cluster: Any) -> tuple[str | None, tuple[str, ...]]:
+    """(the EDS name it needs, or None; the SDS secrets its transport socket uses)."""
+    service = None
+    if cluster.type == cluster_pb2.Cluster.EDS:
+        service = cluster.eds_cluster_config.service_name or cluster.name
+    secrets: tuple[str, ...] = ()
+    if cluster.HasField("transport_socket"):
+        secrets = tuple(_sds_names_in_socket(cluster.transport_socket))
+    return service, secrets
+
+
+def _version_of(snapshot: Snapshot, type_url: str, name: str) -> str:
+    resource = snapshot.of_type(type_url).get(name)
+    return resource.version if resource is not None else ""
+
+
 def problems(snapshot: Snapshot) -> list[str]:
     """Every dangling reference in the snapshot, as human-readable sentences."""
     found: list[str] = []
@@ -107,16 +141,18 @@ def problems(snapshot: Snapshot) -> list[str]:
     routes = snapshot.of_type(ROUTE)
     secrets = snapshot.of_type(SECRET)
     for name, cluster in clusters.items():
-        if cluster.type == cluster_pb2.Cluster.EDS:
-            service = cluster.eds_cluster_config.service_name or name
-            if service not in endpoints:
-                found.append(f"cluster {name!r} has no endpoints resource {service!r}")
-        if cluster.HasField("transport_socket"):
-            for secret in _sds_names_in_socket(cluster.transport_socket):
-                if secret not in secrets:
-                    found.append(f"cluster {name!r} uses missing secret {secret!r}")
+        version = _version_of(snapshot, CLUSTER, name)
+        service, cluster_secrets = _remembered(CLUSTER, name, version, _cluster_references, cluster)
+        if service is not None and service not in endpoints:
+            found.append(f"cluster {name!r} has no endpoints resource {service!r}")
+        for secret in cluster_secrets:
+            if secret not in secrets:
+                found.append(f"cluster {name!r} uses missing secret {secret!r}")
     for name, listener in snapshot.messages.get(LISTENER, {}).items():
-        route_names, secret_names = _listener_references(listener)
+        version = _version_of(snapshot, LISTENER, name)
+        route_names, secret_names = _remembered(
+            LISTENER, name, version, _listener_references, listener
+        )
         found.extend(
             f"listener {name!r} uses missing route configuration {r!r}"
             for r in sorted(route_names - routes.keys())
@@ -126,9 +162,11 @@ def problems(snapshot: Snapshot) -> list[str]:
             for s in sorted(secret_names - secrets.keys())
         )
     for name, route_config in snapshot.messages.get(ROUTE, {}).items():
+        version = _version_of(snapshot, ROUTE, name)
+        route_clusters = _remembered(ROUTE, name, version, _route_clusters, route_config)
         found.extend(
             f"route configuration {name!r} points at missing cluster {c!r}"
-            for c in sorted(_route_clusters(route_config) - clusters.keys())
+            for c in sorted(route_clusters - clusters.keys())
         )
     return found
 

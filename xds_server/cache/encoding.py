@@ -48,11 +48,14 @@ def sotw_resource_field(any_bytes: bytes) -> bytes:
 
 
 def sotw_response(version_info: str, type_url: str, nonce: str, resource_fields: bytes) -> bytes:
-    return (
-        string_field(_SOTW_VERSION_INFO, version_info)
-        + resource_fields
-        + string_field(_SOTW_TYPE_URL, type_url)
-        + string_field(_SOTW_NONCE, nonce)
+    # One join: the resources (up to megabytes, per stream) are copied once, not per "+".
+    return b"".join(
+        (
+            string_field(_SOTW_VERSION_INFO, version_info),
+            resource_fields,
+            string_field(_SOTW_TYPE_URL, type_url),
+            string_field(_SOTW_NONCE, nonce),
+        )
     )
 
 
@@ -80,10 +83,12 @@ def delta_response(
     removed_fields = b"".join(
         length_delimited(_DELTA_REMOVED_RESOURCES, name.encode()) for name in removed
     )
-    return (
-        string_field(_DELTA_SYSTEM_VERSION_INFO, system_version_info)
-        + resource_fields
-        + string_field(_DELTA_TYPE_URL, type_url)
-        + string_field(_DELTA_NONCE, nonce)
-        + removed_fields
+    return b"".join(
+        (
+            string_field(_DELTA_SYSTEM_VERSION_INFO, system_version_info),
+            resource_fields,
+            string_field(_DELTA_TYPE_URL, type_url),
+            string_field(_DELTA_NONCE, nonce),
+            removed_fields,
+        )
     )

@@ -4,16 +4,22 @@ The operator documents are pydantic models and the REST API's contract; see
 ``document.py`` for the envelope and ``config.py`` for the whole config.
 """
 
+from xds_server.model.auth import AuthPolicySpec
+from xds_server.model.certificate import CertificateSpec
 from xds_server.model.config import Config, Entry, RawDocument
 from xds_server.model.document import (
     AnyDocument,
+    AuthPolicyDocument,
+    CertificateDocument,
     Document,
     Kind,
     ListenerDocument,
+    RateLimitPolicyDocument,
     RetryPolicyDocument,
     RouteDocument,
     ServicePolicyDocument,
     Spec,
+    TlsPolicyDocument,
     parse_document,
     parse_spec,
 )
@@ -21,13 +27,19 @@ from xds_server.model.duration import Duration
 from xds_server.model.inventory import Endpoint, Health, Inventory, Service
 from xds_server.model.listener import ListenerSpec
 from xds_server.model.problems import InvalidDocuments, Problem
+from xds_server.model.rate_limit import RateLimitPolicySpec
 from xds_server.model.retry import RetryPolicySpec
 from xds_server.model.route import RouteSpec
 from xds_server.model.service_policy import ServicePolicySpec
+from xds_server.model.tls import TlsPolicySpec
 from xds_server.model.validation import ValidationReport, validate_config
 
 __all__ = [
     "AnyDocument",
+    "AuthPolicyDocument",
+    "AuthPolicySpec",
+    "CertificateDocument",
+    "CertificateSpec",
     "Config",
     "Document",
     "Duration",
@@ -40,6 +52,8 @@ __all__ = [
     "ListenerDocument",
     "ListenerSpec",
     "Problem",
+    "RateLimitPolicyDocument",
+    "RateLimitPolicySpec",
     "RawDocument",
     "RetryPolicyDocument",
     "RetryPolicySpec",
@@ -49,6 +63,8 @@ __all__ = [
     "ServicePolicyDocument",
     "ServicePolicySpec",
     "Spec",
+    "TlsPolicyDocument",
+    "TlsPolicySpec",
     "ValidationReport",
     "parse_document",
     "parse_spec",

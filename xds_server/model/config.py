@@ -11,14 +11,28 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
+from xds_server.model.auth import AuthPolicySpec
+from xds_server.model.certificate import CertificateSpec
 from xds_server.model.document import AnyDocument, Kind, document_of, parse_spec
 from xds_server.model.listener import ListenerSpec
 from xds_server.model.problems import InvalidDocuments, Problem
+from xds_server.model.rate_limit import RateLimitPolicySpec
 from xds_server.model.retry import RetryPolicySpec
 from xds_server.model.route import RouteSpec
 from xds_server.model.service_policy import ServicePolicySpec
+from xds_server.model.tls import DownstreamTls, TlsPolicySpec, UpstreamTls
 
-S = TypeVar("S", ListenerSpec, RouteSpec, RetryPolicySpec, ServicePolicySpec)
+S = TypeVar(
+    "S",
+    ListenerSpec,
+    RouteSpec,
+    RetryPolicySpec,
+    ServicePolicySpec,
+    TlsPolicySpec,
+    CertificateSpec,
+    AuthPolicySpec,
+    RateLimitPolicySpec,
+)
 
 #: How the store hands documents over: ``(kind, name, spec, created_revision)``.
 RawDocument = tuple[str, str, Mapping[str, Any], int]
@@ -46,6 +60,10 @@ _FIELD_OF_KIND = {
     Kind.ROUTE: "routes",
     Kind.RETRY_POLICY: "retry_policies",
     Kind.SERVICE_POLICY: "service_policies",
+    Kind.TLS_POLICY: "tls_policies",
+    Kind.CERTIFICATE: "certificates",
+    Kind.AUTH_POLICY: "auth_policies",
+    Kind.RATE_LIMIT_POLICY: "rate_limit_policies",
 }
 
 
@@ -58,6 +76,10 @@ class Config:
     retry_policies: Mapping[str, Entry[RetryPolicySpec]] = field(default_factory=_empty)
     #: Keyed by the service the policy applies to.
     service_policies: Mapping[str, Entry[ServicePolicySpec]] = field(default_factory=_empty)
+    tls_policies: Mapping[str, Entry[TlsPolicySpec]] = field(default_factory=_empty)
+    certificates: Mapping[str, Entry[CertificateSpec]] = field(default_factory=_empty)
+    auth_policies: Mapping[str, Entry[AuthPolicySpec]] = field(default_factory=_empty)
+    rate_limit_policies: Mapping[str, Entry[RateLimitPolicySpec]] = field(default_factory=_empty)
 
     @staticmethod
     def from_documents(documents: Iterable[RawDocument]) -> Config:
@@ -82,6 +104,10 @@ class Config:
             routes=_frozen(entries[Kind.ROUTE]),
             retry_policies=_frozen(entries[Kind.RETRY_POLICY]),
             service_policies=_frozen(entries[Kind.SERVICE_POLICY]),
+            tls_policies=_frozen(entries[Kind.TLS_POLICY]),
+            certificates=_frozen(entries[Kind.CERTIFICATE]),
+            auth_policies=_frozen(entries[Kind.AUTH_POLICY]),
+            rate_limit_policies=_frozen(entries[Kind.RATE_LIMIT_POLICY]),
         )
 
     def _entries(self, kind: Kind) -> Mapping[str, Entry[Any]]:
@@ -119,3 +145,13 @@ class Config:
     def service_policy(self, service: str) -> ServicePolicySpec | None:
         entry = self.service_policies.get(service)
         return entry.spec if entry is not None else None
+
+    def downstream_tls(self, policy: str | None) -> DownstreamTls | None:
+        """The ``downstream`` part of TLS policy ``policy`` (``None`` if either is missing)."""
+        entry = self.tls_policies.get(policy) if policy is not None else None
+        return entry.spec.downstream if entry is not None else None
+
+    def upstream_tls(self, policy: str | None) -> UpstreamTls | None:
+        """The ``upstream`` part of TLS policy ``policy`` (``None`` if either is missing)."""
+        entry = self.tls_policies.get(policy) if policy is not None else None
+        return entry.spec.upstream if entry is not None else None

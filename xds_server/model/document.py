@@ -12,13 +12,17 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, Discriminator, Tag, TypeAdapter, ValidationError
 
+from xds_server.model.auth import AuthPolicySpec
 from xds_server.model.base import StrictModel
+from xds_server.model.certificate import CertificateSpec
 from xds_server.model.listener import ListenerSpec
 from xds_server.model.names import Name
 from xds_server.model.problems import InvalidDocuments, Problem, problems_from
+from xds_server.model.rate_limit import RateLimitPolicySpec
 from xds_server.model.retry import RetryPolicySpec
 from xds_server.model.route import RouteSpec
 from xds_server.model.service_policy import ServicePolicySpec
+from xds_server.model.tls import TlsPolicySpec
 
 
 class Kind(StrEnum):
@@ -26,18 +30,38 @@ class Kind(StrEnum):
     ROUTE = "Route"
     RETRY_POLICY = "RetryPolicy"
     SERVICE_POLICY = "ServicePolicy"
+    TLS_POLICY = "TlsPolicy"
+    CERTIFICATE = "Certificate"
+    AUTH_POLICY = "AuthPolicy"
+    RATE_LIMIT_POLICY = "RateLimitPolicy"
 
 
 _KINDS: Final = frozenset(kind.value for kind in Kind)
-_BAD_KIND: Final = "kind must be one of Listener, Route, RetryPolicy, ServicePolicy"
+_BAD_KIND: Final = (
+    "kind must be one of Listener, Route, RetryPolicy, ServicePolicy, TlsPolicy, Certificate, "
+    "AuthPolicy, RateLimitPolicy"
+)
 
-Spec = ListenerSpec | RouteSpec | RetryPolicySpec | ServicePolicySpec
+Spec = (
+    ListenerSpec
+    | RouteSpec
+    | RetryPolicySpec
+    | ServicePolicySpec
+    | TlsPolicySpec
+    | CertificateSpec
+    | AuthPolicySpec
+    | RateLimitPolicySpec
+)
 
 SPEC_TYPES: Final[Mapping[Kind, type[BaseModel]]] = {
     Kind.LISTENER: ListenerSpec,
     Kind.ROUTE: RouteSpec,
     Kind.RETRY_POLICY: RetryPolicySpec,
     Kind.SERVICE_POLICY: ServicePolicySpec,
+    Kind.TLS_POLICY: TlsPolicySpec,
+    Kind.CERTIFICATE: CertificateSpec,
+    Kind.AUTH_POLICY: AuthPolicySpec,
+    Kind.RATE_LIMIT_POLICY: RateLimitPolicySpec,
 }
 
 
@@ -67,7 +91,46 @@ class ServicePolicyDocument(StrictModel):
     spec: ServicePolicySpec
 
 
-AnyDocument = ListenerDocument | RouteDocument | RetryPolicyDocument | ServicePolicyDocument
+class TlsPolicyDocument(StrictModel):
+    kind: Literal["TlsPolicy"]
+    name: Name
+    spec: TlsPolicySpec
+
+
+class CertificateDocument(StrictModel):
+    """A key pair or a CA bundle; the private key is write-only."""
+
+    kind: Literal["Certificate"]
+    name: Name
+    spec: CertificateSpec
+
+
+class AuthPolicyDocument(StrictModel):
+    """JWT authentication: trusted issuers and where their tokens are required."""
+
+    kind: Literal["AuthPolicy"]
+    name: Name
+    spec: AuthPolicySpec
+
+
+class RateLimitPolicyDocument(StrictModel):
+    """A token bucket for the requests of listeners and route rules."""
+
+    kind: Literal["RateLimitPolicy"]
+    name: Name
+    spec: RateLimitPolicySpec
+
+
+AnyDocument = (
+    ListenerDocument
+    | RouteDocument
+    | RetryPolicyDocument
+    | ServicePolicyDocument
+    | TlsPolicyDocument
+    | CertificateDocument
+    | AuthPolicyDocument
+    | RateLimitPolicyDocument
+)
 
 
 def _kind_of(value: Any) -> str | None:
@@ -81,7 +144,11 @@ Document = Annotated[
     Annotated[ListenerDocument, Tag("Listener")]
     | Annotated[RouteDocument, Tag("Route")]
     | Annotated[RetryPolicyDocument, Tag("RetryPolicy")]
-    | Annotated[ServicePolicyDocument, Tag("ServicePolicy")],
+    | Annotated[ServicePolicyDocument, Tag("ServicePolicy")]
+    | Annotated[TlsPolicyDocument, Tag("TlsPolicy")]
+    | Annotated[CertificateDocument, Tag("Certificate")]
+    | Annotated[AuthPolicyDocument, Tag("AuthPolicy")]
+    | Annotated[RateLimitPolicyDocument, Tag("RateLimitPolicy")],
     Discriminator(_kind_of, custom_error_type="kind", custom_error_message=_BAD_KIND),
 ]
 
@@ -131,4 +198,12 @@ def document_of(kind: str, name: str, spec: Spec) -> AnyDocument:
             return RetryPolicyDocument(kind="RetryPolicy", name=name, spec=spec)
         case ServicePolicySpec():
             return ServicePolicyDocument(kind="ServicePolicy", name=name, spec=spec)
+        case TlsPolicySpec():
+            return TlsPolicyDocument(kind="TlsPolicy", name=name, spec=spec)
+        case CertificateSpec():
+            return CertificateDocument(kind="Certificate", name=name, spec=spec)
+        case AuthPolicySpec():
+            return AuthPolicyDocument(kind="AuthPolicy", name=name, spec=spec)
+        case RateLimitPolicySpec():
+            return RateLimitPolicyDocument(kind="RateLimitPolicy", name=name, spec=spec)
     raise InvalidDocuments([Problem(kind, name, "kind", _BAD_KIND)])

@@ -6,21 +6,23 @@ import ipaddress
 from enum import StrEnum
 from typing import Annotated, Final
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from xds_server.model.addresses import is_ip_literal
 from xds_server.model.base import StrictModel
 from xds_server.model.duration import Duration
 from xds_server.model.errors import invalid
-from xds_server.model.names import GroupName
+from xds_server.model.names import GroupName, Name
+from xds_server.model.telemetry import Metrics, Telemetry
 
 MAX_UINT32: Final = 2**32 - 1
 
 
 class ListenerProtocol(StrEnum):
-    """What a listener speaks. ``https`` (with a TLS policy) will join ``http``."""
+    """What a listener speaks: ``https`` needs a ``tls_policy`` with a ``downstream`` part."""
 
     HTTP = "http"
+    HTTPS = "https"
 
 
 def _check_ip(value: str) -> str:
@@ -55,6 +57,31 @@ class ListenerSpec(StrictModel):
     #: A JSON access log line per request on Envoy's stdout.
     access_log: bool = True
     http: HttpOptions = HttpOptions()
+    #: ``https`` only: the ``TlsPolicy`` whose ``downstream`` part says how to speak TLS.
+    tls_policy: Name | None = None
+    #: ``http`` only: answer every request with a permanent redirect to ``https://`` (same
+    #: host and path); routes attached to the listener are not used.
+    https_redirect: bool = False
+    #: The port in the redirect's location (default: none, i.e. 443).
+    https_redirect_port: int | None = Field(default=None, ge=1, le=65535)
+    #: Request tracing and request ids.
+    telemetry: Telemetry = Telemetry()
+    #: Serve Envoy's Prometheus metrics (and nothing else): routes attached are not used.
+    metrics: Metrics | None = None
+
+    @model_validator(mode="after")
+    def _tls(self) -> ListenerSpec:
+        if self.protocol is ListenerProtocol.HTTPS and self.tls_policy is None:
+            raise invalid("tls_policy", "protocol https needs tls_policy (a TlsPolicy's name)")
+        if self.protocol is ListenerProtocol.HTTP and self.tls_policy is not None:
+            raise invalid("tls_policy", "tls_policy applies to protocol https only")
+        if self.https_redirect and self.protocol is ListenerProtocol.HTTPS:
+            raise invalid("https_redirect", "https_redirect is for plain http listeners")
+        if self.https_redirect_port is not None and not self.https_redirect:
+            raise invalid("https_redirect", "https_redirect_port needs https_redirect: true")
+        if self.metrics is not None and self.https_redirect:
+            raise invalid("metrics", "a listener serves metrics or redirects to https, not both")
+        return self
 
     @field_validator("groups")
     @classmethod

@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from xds_server.model.auth import RuleAuth
 from xds_server.model.base import NonEmpty, StrictModel
 from xds_server.model.duration import Duration
 from xds_server.model.errors import invalid
@@ -31,6 +32,7 @@ from xds_server.model.http import (
     Path,
 )
 from xds_server.model.names import Hostname, HostnameMatch, Name, ServiceName
+from xds_server.model.rate_limit import RuleRateLimit
 from xds_server.model.regex import Re2Regex
 from xds_server.model.retry import RetryPolicySpec
 
@@ -283,6 +285,10 @@ class Rule(StrictModel):
     filters: Filters = Filters()
     timeouts: Timeouts | None = None
     retry: Retry | None = None
+    #: JWT authentication of this rule's requests (see ``AuthPolicy``).
+    auth: RuleAuth | None = None
+    #: This rule's rate limit (see ``RateLimitPolicy``).
+    rate_limit: RuleRateLimit | None = None
 
     @field_validator("matches")
     @classmethod

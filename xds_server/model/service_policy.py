@@ -18,7 +18,7 @@ from xds_server.model.base import StrictModel
 from xds_server.model.duration import Duration, PositiveDuration
 from xds_server.model.errors import invalid
 from xds_server.model.http import TOKEN_PATTERN, HeaderName, Path
-from xds_server.model.names import Hostname
+from xds_server.model.names import Hostname, Name
 
 MAX_UINT32: Final = 2**32 - 1
 Count = Annotated[int, Field(ge=0, le=MAX_UINT32)]
@@ -182,3 +182,5 @@ class ServicePolicySpec(StrictModel):
     outlier_detection: OutlierDetection | None = None
     health_check: HealthCheck | None = None
     protocol: UpstreamProtocol = UpstreamProtocol.HTTP1
+    #: A ``TlsPolicy`` whose ``upstream`` part says how Envoy speaks TLS to the service.
+    tls_policy: Name | None = None

@@ -8,17 +8,33 @@ would mean "not read yet".
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from xds_server.model.addresses import is_ip_literal
+from xds_server.model.certificate import CertificateForm, CertificateSpec
 from xds_server.model.config import Config, Entry
 from xds_server.model.document import Kind
 from xds_server.model.inventory import Inventory
 from xds_server.model.listener import ListenerSpec
+from xds_server.model.pki import (
+    CertificateSummary,
+    PemError,
+    check_bundle,
+    check_chain,
+    check_key_pair,
+    check_private_key,
+    expiry_findings,
+)
 from xds_server.model.problems import Problem
 from xds_server.model.route import Match, RetryRef, RouteSpec
+
+#: Reads a file's text for certificate checks; raises ``OSError`` (or ``ValueError``) when
+#: it cannot. Passed in by the caller, so validation itself does no I/O.
+FileReader = Callable[[str], str]
 
 
 @dataclass(slots=True)
@@ -46,15 +62,32 @@ class ValidationReport:
         )
 
 
-def validate_config(config: Config, inventory: Inventory) -> ValidationReport:
-    """Every cross-document error and warning of ``config``, sorted by document and field."""
+def validate_config(
+    config: Config,
+    inventory: Inventory,
+    *,
+    now: datetime.datetime | None = None,
+    read_file: FileReader | None = None,
+) -> ValidationReport:
+    """Every cross-document error and warning of ``config``, sorted by document and field.
+
+    With ``now``, certificates are checked for expiry; with ``read_file``, certificates given
+    as file paths are read and checked like inline ones (the API passes both; translation
+    needs neither).
+    """
     report = ValidationReport()
     report.errors.extend(_route_references(config))
     report.errors.extend(_overlapping_listeners(config))
+    report.errors.extend(_tls_references(config))
+    report.errors.extend(_edge_references(config))
+    for entry in config.certificates.values():
+        _check_certificate(entry.name, entry.spec, now, read_file, report)
     if inventory.synced:
         report.warnings.extend(_services_without_instances(config, inventory))
         report.warnings.extend(_policies_without_service(config, inventory))
     report.warnings.extend(_duplicate_matches(config))
+    report.warnings.extend(_tls_warnings(config))
+    report.warnings.extend(_edge_warnings(config))
     report.errors.sort()
     report.warnings.sort()
     return report
@@ -194,3 +227,273 @@ def _duplicate_matches(config: Config) -> Iterator[Problem]:
                                 f"listener {listener!r}; this one is never used",
                             )
                         first_seen.setdefault(key, where)
+
+
+def _certificate_problem(config: Config, name: str, form: CertificateForm, what: str) -> str | None:
+    """Why certificate ``name`` cannot serve as ``form`` (``None`` if it can)."""
+    entry = config.certificates.get(name)
+    if entry is None:
+        return f"no certificate {name!r}"
+    if entry.spec.form is not form:
+        if form is CertificateForm.KEY_PAIR:
+            return (
+                f"certificate {name!r} is a CA bundle; {what} needs a certificate with its "
+                "private key"
+            )
+        return f"certificate {name!r} holds a key pair; {what} needs a CA bundle (ca_bundle)"
+    return None
+
+
+def _tls_policy_problem(config: Config, name: str, side: str) -> str | None:
+    entry = config.tls_policies.get(name)
+    if entry is None:
+        return f"no TLS policy {name!r}"
+    if getattr(entry.spec, side) is None:
+        return f"TLS policy {name!r} has no {side} part"
+    return None
+
+
+def _tls_references(config: Config) -> Iterator[Problem]:
+    for name, listener in config.listeners.items():
+        policy = listener.spec.tls_policy
+        if policy is not None and (reason := _tls_policy_problem(config, policy, "downstream")):
+            yield Problem(Kind.LISTENER.value, name, "spec.tls_policy", reason)
+    for name, service_policy in config.service_policies.items():
+        policy = service_policy.spec.tls_policy
+        if policy is not None and (reason := _tls_policy_problem(config, policy, "upstream")):
+            yield Problem(Kind.SERVICE_POLICY.value, name, "spec.tls_policy", reason)
+    key_pair, bundle = CertificateForm.KEY_PAIR, CertificateForm.CA_BUNDLE
+    for name, entry in config.tls_policies.items():
+        wanted: list[tuple[str, str, CertificateForm, str]] = []
+        downstream, upstream = entry.spec.downstream, entry.spec.upstream
+        if downstream is not None:
+            where = "spec.downstream"
+            wanted += [
+                (f"{where}.certificates[{i}]", c, key_pair, "a listener")
+                for i, c in enumerate(downstream.certificates)
+            ]
+            wanted += [
+                (f"{where}.sni[{i}].certificates[{j}]", c, key_pair, "a listener")
+                for i, sni in enumerate(downstream.sni)
+                for j, c in enumerate(sni.certificates)
+            ]
+            client = downstream.client_certificate
+            if client is not None:
+                wanted.append(
+                    (f"{where}.client_certificate.ca", client.ca, bundle, "client verification")
+                )
+        if upstream is not None:
+            if upstream.ca is not None:
+                wanted.append(("spec.upstream.ca", upstream.ca, bundle, "service verification"))
+            if upstream.client_certificate is not None:
+                wanted.append(
+                    (
+                        "spec.upstream.client_certificate",
+                        upstream.client_certificate,
+                        key_pair,
+                        "mutual TLS",
+                    )
+                )
+        for where, certificate, form, what in wanted:
+            if reason := _certificate_problem(config, certificate, form, what):
+                yield Problem(Kind.TLS_POLICY.value, name, where, reason)
+
+
+def _tls_warnings(config: Config) -> Iterator[Problem]:
+    redirecting = {name for name, e in config.listeners.items() if e.spec.https_redirect}
+    for name, entry in config.routes.items():
+        for index, listener in enumerate(entry.spec.listeners):
+            if listener in redirecting:
+                yield Problem(
+                    Kind.ROUTE.value,
+                    name,
+                    f"spec.listeners[{index}]",
+                    f"listener {listener!r} redirects every request to https; this route is "
+                    "not used there",
+                )
+    for name, policy in config.tls_policies.items():
+        upstream = policy.spec.upstream
+        if upstream is not None and upstream.ca is None:
+            yield Problem(
+                Kind.TLS_POLICY.value,
+                name,
+                "spec.upstream.ca",
+                "no ca: Envoy does not verify the service's certificate (the traffic is "
+                "encrypted, but to whoever answers)",
+            )
+
+
+def _check_certificate(
+    name: str,
+    spec: CertificateSpec,
+    now: datetime.datetime | None,
+    read_file: FileReader | None,
+    report: ValidationReport,
+) -> None:
+    """Files (when a reader is given) and expiry (when ``now`` is). Reasons never quote the
+    files' contents."""
+    kind = Kind.CERTIFICATE.value
+
+    def read(field_name: str, path: str) -> str | None:
+        assert read_file is not None
+        try:
+            return read_file(path)
+        except (OSError, ValueError) as error:
+            detail = (
+                error.strerror if isinstance(error, OSError) and error.strerror else "unreadable"
+            )
+            report.warnings.append(
+                Problem(
+                    kind,
+                    name,
+                    f"spec.{field_name}",
+                    f"the server cannot read {path}: {detail}; it is not checked (Envoy must be "
+                    "able to read it)",
+                )
+            )
+            return None
+
+    summaries: tuple[CertificateSummary, ...] | None = None
+    field_name = "certificate"
+    try:
+        if spec.certificate is not None:
+            summaries = check_chain(spec.certificate)
+        elif spec.ca_bundle is not None:
+            field_name = "ca_bundle"
+            summaries = check_bundle(spec.ca_bundle)
+        elif read_file is not None and spec.ca_bundle_file is not None:
+            field_name = "ca_bundle_file"
+            text = read(field_name, spec.ca_bundle_file)
+            summaries = check_bundle(text) if text is not None else None
+        elif read_file is not None and spec.certificate_file and spec.private_key_file:
+            field_name = "certificate_file"
+            chain = read(field_name, spec.certificate_file)
+            summaries = check_chain(chain) if chain is not None else None
+            field_name = "private_key_file"
+            key = read(field_name, spec.private_key_file)
+            if key is not None:
+                check_private_key(key)
+                if chain is not None:
+                    check_key_pair(chain, key)
+    except PemError as error:
+        report.errors.append(Problem(kind, name, f"spec.{field_name}", error.reason))
+        return
+    if now is None or summaries is None:
+        return
+    # Expiry is about the certificates, wherever they are given.
+    where = next(
+        f"spec.{f}"
+        for f in ("certificate", "certificate_file", "ca_bundle", "ca_bundle_file")
+        if getattr(spec, f) is not None
+    )
+    is_bundle = spec.form is CertificateForm.CA_BUNDLE
+    findings = expiry_findings(summaries, now, "CA certificate" if is_bundle else "certificate")
+    all_expired = sum(f.expired for f in findings) == len(summaries)
+    for finding in findings:
+        if finding.expired and not spec.allow_expired and (not is_bundle or all_expired):
+            report.errors.append(
+                Problem(
+                    kind, name, where, f"{finding.reason}; set allow_expired: true to use it anyway"
+                )
+            )
+        else:
+            report.warnings.append(Problem(kind, name, where, finding.reason))
+
+
+def _listener_policies(
+    config: Config, kind: Kind, policies: Mapping[str, Entry[Any]]
+) -> Iterator[Problem]:
+    """A policy's ``listeners`` exist, and no listener has two policies of one kind."""
+    owner: dict[str, str] = {}
+    for name, entry in sorted(policies.items(), key=lambda i: (i[1].created_revision, i[0])):
+        for index, listener in enumerate(entry.spec.listeners):
+            where = f"spec.listeners[{index}]"
+            if listener not in config.listeners:
+                yield Problem(kind.value, name, where, f"no listener {listener!r}")
+            elif listener in owner:
+                yield Problem(
+                    kind.value,
+                    name,
+                    where,
+                    f"listener {listener!r} already has {kind.value} {owner[listener]!r}; a "
+                    "listener takes one (route rules can name others)",
+                )
+            else:
+                owner[listener] = name
+
+
+def _edge_references(config: Config) -> Iterator[Problem]:
+    yield from _listener_policies(config, Kind.AUTH_POLICY, config.auth_policies)
+    yield from _listener_policies(config, Kind.RATE_LIMIT_POLICY, config.rate_limit_policies)
+    guarded = {
+        listener for entry in config.auth_policies.values() for listener in entry.spec.listeners
+    }
+    for name, entry in config.routes.items():
+        for index, rule in enumerate(entry.spec.rules):
+            where = f"spec.rules[{index}]"
+            auth = rule.auth
+            if auth is not None and auth.policy is not None:
+                if auth.policy not in config.auth_policies:
+                    yield Problem(
+                        Kind.ROUTE.value,
+                        name,
+                        f"{where}.auth.policy",
+                        f"no auth policy {auth.policy!r}",
+                    )
+            elif auth is not None and auth.claims:
+                unguarded = [n for n in entry.spec.listeners if n not in guarded]
+                if unguarded:
+                    yield Problem(
+                        Kind.ROUTE.value,
+                        name,
+                        f"{where}.auth.claims",
+                        "claims are checked on a token, but listener(s) "
+                        f"{', '.join(map(repr, unguarded))} have no AuthPolicy: set auth.policy",
+                    )
+            limit = rule.rate_limit
+            if (
+                limit is not None
+                and limit.policy is not None
+                and limit.policy not in config.rate_limit_policies
+            ):
+                yield Problem(
+                    Kind.ROUTE.value,
+                    name,
+                    f"{where}.rate_limit.policy",
+                    f"no rate limit policy {limit.policy!r}",
+                )
+    for name, policy in config.auth_policies.items():
+        for index, provider in enumerate(policy.spec.providers):
+            ca = provider.jwks.ca
+            if ca is not None and (
+                reason := _certificate_problem(
+                    config, ca, CertificateForm.CA_BUNDLE, "JWKS server verification"
+                )
+            ):
+                yield Problem(
+                    Kind.AUTH_POLICY.value, name, f"spec.providers[{index}].jwks.ca", reason
+                )
+
+
+def _edge_warnings(config: Config) -> Iterator[Problem]:
+    metrics = {name for name, e in config.listeners.items() if e.spec.metrics is not None}
+    for name, entry in config.routes.items():
+        for index, listener in enumerate(entry.spec.listeners):
+            if listener in metrics:
+                yield Problem(
+                    Kind.ROUTE.value,
+                    name,
+                    f"spec.listeners[{index}]",
+                    f"listener {listener!r} serves Envoy's metrics only; this route is not used "
+                    "there",
+                )
+    for name, policy in config.auth_policies.items():
+        for index, provider in enumerate(policy.spec.providers):
+            if provider.jwks.https and provider.jwks.ca is None:
+                yield Problem(
+                    Kind.AUTH_POLICY.value,
+                    name,
+                    f"spec.providers[{index}].jwks.ca",
+                    "no ca: Envoy does not verify the JWKS server's certificate, so whoever "
+                    "answers could supply the keys tokens are checked with",
+                )

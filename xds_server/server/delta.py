@@ -11,6 +11,10 @@ Rules (Envoy's xDS protocol doc, "Incremental xDS"):
   subscription changes nothing;
 - within one push, additions and updates go out in CDS → EDS → LDS → RDS → SDS order and
   removals after them, listeners first and secrets last (make before break).
+
+Cost: a stream in sync with the snapshot a new one was built from looks only at what changed
+between the two (``Snapshot.changes``); a first answer that sends a whole selection uses the
+body and name -> version map shared by every stream of the snapshot.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from xds_server.cache import encoding
-from xds_server.cache.snapshot import Resource, Snapshot
+from xds_server.cache.snapshot import Resource, Selection, Snapshot, TypeChanges
 from xds_server.cache.snapshot_cache import CacheState
 from xds_server.cache.status import StreamKind
 from xds_server.cache.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
@@ -58,20 +62,23 @@ class DeltaStream(XdsStream[Any]):
                 self.record_ack(state, state.status.sent_version)
         if first:
             state.started = True
-            state.client_has = dict(request.initial_resource_versions)
+            state.set_client_has(dict(request.initial_resource_versions))
         forgotten = state.subscription.apply_delta(
             list(request.resource_names_subscribe),
             list(request.resource_names_unsubscribe),
             first,
             type_url,
         )
-        for name in forgotten:
-            state.client_has.pop(name, None)
+        if forgotten & state.client_has.keys():
+            has = state.owned_client_has()
+            for name in forgotten:
+                has.pop(name, None)
         changes = bool(request.resource_names_subscribe) or first
         if changes:
-            updates, removed = self._diff(state, snapshot)
+            updates, removed, selection = self._diff_all(state, snapshot)
             if updates or removed or first:
-                self._send(state, snapshot, cache_state, updates, removed)
+                self._send(state, snapshot, cache_state, updates, removed, selection)
+            state.synced_serial = snapshot.serial
 
     # -- pushes -----------------------------------------------------------------------------
 
@@ -79,7 +86,17 @@ class DeltaStream(XdsStream[Any]):
         pending_removals: dict[str, list[str]] = {}
         for type_url in types:
             state = self.states[type_url]
-            updates, removed = self._diff(state, snapshot)
+            if state.synced_serial == snapshot.serial:
+                continue  # already in sync with this very snapshot
+            changes = snapshot.changes_since(state.synced_serial)
+            if changes is not None:
+                change = changes.get(type_url)
+                updates, removed = (
+                    self._diff_changed(state, snapshot, change) if change else ([], [])
+                )
+            else:
+                updates, removed = self._diff(state, snapshot)
+            state.synced_serial = snapshot.serial
             if removed:
                 pending_removals[type_url] = removed
             if updates:
@@ -88,6 +105,50 @@ class DeltaStream(XdsStream[Any]):
             removed = pending_removals.get(type_url, [])
             if removed:
                 self._send(self.states[type_url], snapshot, cache_state, [], removed)
+
+    def _diff_all(
+        self, state: TypeState, snapshot: Snapshot
+    ) -> tuple[list[Resource], list[str], Selection | None]:
+        """``_diff``, with the shared selection when the client holds nothing yet (a first
+        subscription sends every subscribed resource: one body for every stream)."""
+        if not state.client_has:
+            subscription = state.subscription
+            if subscription.wildcard and not subscription.names:
+                selection = snapshot.full_state(state.type_url)
+                return list(selection.resources), [], selection
+            if not subscription.wildcard:
+                present = snapshot.of_type(state.type_url)
+                selection = snapshot.selection(state.type_url, subscription.names)
+                removed = sorted(n for n in subscription.names if n not in present)
+                return list(selection.resources), removed, selection
+        updates, removed = self._diff(state, snapshot)
+        return updates, removed, None
+
+    def _diff_changed(
+        self, state: TypeState, snapshot: Snapshot, change: TypeChanges
+    ) -> tuple[list[Resource], list[str]]:
+        """``_diff`` for a client in sync with an ancestor of ``snapshot``: only the names that
+        changed since (``change``) can differ."""
+        present = snapshot.of_type(state.type_url)
+        subscription = state.subscription
+        names = subscription.names
+        has = state.client_has
+        if subscription.wildcard or len(change.updated) <= len(names):
+            candidates = [n for n in change.updated if subscription.covers(n)]
+        else:
+            candidates = [n for n in names if n in change.updated]
+        updates = [present[n] for n in candidates if has.get(n) != present[n].version]
+        removed: list[str] = []
+        for name in change.removed:
+            held = has.get(name)
+            if name in names:
+                if held != ABSENT:
+                    removed.append(name)
+            elif held is not None and held != ABSENT:
+                removed.append(name)  # held through the wildcard, now gone
+        updates.sort(key=lambda r: r.name)
+        removed.sort()
+        return updates, removed
 
     def _diff(self, state: TypeState, snapshot: Snapshot) -> tuple[list[Resource], list[str]]:
         """(resources to send, names to report removed) for this client."""
@@ -119,16 +180,26 @@ class DeltaStream(XdsStream[Any]):
         cache_state: CacheState,
         updates: list[Resource],
         removed: list[str],
+        selection: Selection | None = None,
     ) -> None:
-        for resource in updates:
-            state.client_has[resource.name] = resource.version
-        for name in removed:
-            if name in state.subscription.names:
-                state.client_has[name] = ABSENT
-            else:
-                state.client_has.pop(name, None)
+        if selection is not None and not state.client_has and not removed:
+            # Shared until the first change to it (``owned_client_has`` copies then).
+            state.set_client_has(selection.versions)
+        else:
+            has = state.owned_client_has()
+            for resource in updates:
+                has[resource.name] = resource.version
+            for name in removed:
+                if name in state.subscription.names:
+                    has[name] = ABSENT
+                else:
+                    has.pop(name, None)
         version = snapshot.version(state.type_url)
         nonce = self.next_nonce()
-        body = b"".join(r.delta_field for r in updates)
+        body = (
+            selection.delta_body
+            if selection is not None
+            else b"".join(r.delta_field for r in updates)
+        )
         data = encoding.delta_response(version, state.type_url, nonce, body, removed)
         self.record_send(state, version, nonce, data, cache_state)

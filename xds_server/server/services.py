@@ -46,6 +46,23 @@ def _identity(data: bytes) -> bytes:
     return data
 
 
+class _Outgoing:
+    """A response on its way out. gRPC keeps the last message a stream yielded until the
+    next one; an idle stream would keep its last response alive (a whole state of the
+    world, per stream). gRPC copies the bytes when it serialises, so the serialiser takes
+    them out and gRPC keeps only this empty shell."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def _take(outgoing: _Outgoing) -> bytes:
+    data, outgoing.data = outgoing.data, b""
+    return data
+
+
 StreamFactory = Callable[[str], XdsStream[Any]]
 
 
@@ -89,38 +106,41 @@ class XdsServices:
 
     def _sotw_handler(
         self, types: tuple[str, ...], *, ads: bool
-    ) -> grpc.RpcMethodHandler[Any, bytes]:
+    ) -> grpc.RpcMethodHandler[Any, _Outgoing]:
         def make(peer: str) -> XdsStream[Any]:
             return SotwStream(self.cache, self.registry, self.limits, types, peer, ads=ads)
 
         return grpc.stream_stream_rpc_method_handler(
             self._streamer(make),
             request_deserializer=DiscoveryRequest.FromString,
-            response_serializer=_identity,
+            response_serializer=_take,
         )
 
     def _delta_handler(
         self, types: tuple[str, ...], *, ads: bool
-    ) -> grpc.RpcMethodHandler[Any, bytes]:
+    ) -> grpc.RpcMethodHandler[Any, _Outgoing]:
         def make(peer: str) -> XdsStream[Any]:
             return DeltaStream(self.cache, self.registry, self.limits, types, peer, ads=ads)
 
         return grpc.stream_stream_rpc_method_handler(
             self._streamer(make),
             request_deserializer=DeltaDiscoveryRequest.FromString,
-            response_serializer=_identity,
+            response_serializer=_take,
         )
 
     def _streamer(
         self, make: StreamFactory
-    ) -> Callable[[AsyncIterator[Any], grpc.aio.ServicerContext[Any, Any]], AsyncIterator[bytes]]:
+    ) -> Callable[
+        [AsyncIterator[Any], grpc.aio.ServicerContext[Any, Any]], AsyncIterator[_Outgoing]
+    ]:
         async def serve(
             requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
-        ) -> AsyncIterator[bytes]:
+        ) -> AsyncIterator[_Outgoing]:
             stream = make(context.peer())
             try:
                 async for data in stream.run(requests):
-                    yield data
+                    yield _Outgoing(data)
+                    del data  # nor keep it here while the stream idles
             except StreamError as error:
                 log.warning(
                     "stream refused node=%s peer=%s: %s (%s)",

@@ -12,24 +12,54 @@ Rules (Envoy's xDS protocol doc):
 - clusters (and listeners) are removed last: when a push both removes some and changes other
   types, the client first gets the union of old and new, then everything else, then the
   final set (make before break).
+
+Cost: a thousand streams share one snapshot, so what can be shared is — a whole state of the
+world (its body and its name -> version map) is built once per snapshot, a repeated list of
+names in ACKs is recognised from its bytes, and a stream in sync with the snapshot a new one
+was built from looks only at what changed between the two (``Snapshot.changes``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from envoy.service.discovery.v3 import discovery_pb2
 
 from xds_server.cache import encoding
-from xds_server.cache.snapshot import Resource, Snapshot, set_version
+from xds_server.cache.snapshot import Resource, Snapshot, TypeChanges, set_version
 from xds_server.cache.snapshot_cache import CacheState
 from xds_server.cache.status import StreamKind
 from xds_server.cache.types import CLUSTER, ENDPOINT
 from xds_server.server.stream import XdsStream
-from xds_server.server.subscription import FULL_STATE_TYPES, TypeState
+from xds_server.server.subscription import (
+    FULL_STATE_TYPES,
+    TypeState,
+    names_for_key,
+    remember_names,
+)
 
 DiscoveryRequest = discovery_pb2.DiscoveryRequest
+
+#: Fields cleared to get the part of a request that names resources (see ``names_key``).
+_NOT_NAMES = ("version_info", "node", "type_url", "response_nonce", "error_detail")
+
+
+def names_key(request: Any) -> bytes:
+    """The request serialised without version, node, type and nonce: equal keys mean equal
+    resource names (in the same order). Computed in C, without a Python string per name.
+
+    Clears those fields of ``request`` itself (it is not read afterwards), unless it
+    carries the node, which the proxy's status keeps: then a copy is cleared instead.
+    """
+    probe = request
+    if request.HasField("node"):
+        probe = DiscoveryRequest()
+        probe.CopyFrom(request)
+    for name in _NOT_NAMES:
+        probe.ClearField(name)
+    key: bytes = probe.SerializeToString()
+    return key
 
 
 class SotwStream(XdsStream[Any]):
@@ -53,15 +83,39 @@ class SotwStream(XdsStream[Any]):
         if not first or nonce:
             self._acknowledge(state, request)
         state.started = True
-        changed = state.subscription.apply_sotw(list(request.resource_names), first, type_url)
+        changed = self._subscribe(state, request, first, type_url)  # last use of request
         if changed:
             covered = state.subscription
-            for name in [n for n in state.client_has if not covered.covers(n)]:
-                del state.client_has[name]
+            if any(not covered.covers(n) for n in state.client_has):
+                state.set_client_has(
+                    {n: v for n, v in state.client_has.items() if covered.covers(n)}
+                )
         force = first or state.answer_next_request
         state.answer_next_request = False
         if first or changed or force:
             self._respond(state, snapshot, cache_state, force=force)
+            # Every subscribed resource of ``snapshot`` is now held at its version.
+            state.synced_serial = snapshot.serial
+
+    @staticmethod
+    def _subscribe(state: TypeState, request: Any, first: bool, type_url: str) -> bool:
+        """Apply the request's resource names; True if the subscription changed.
+
+        Envoy repeats the whole list in every request (thousands of names in each EDS ACK):
+        a list seen before is recognised from its bytes and costs no decoding.
+        """
+        subscription = state.subscription
+        if not request.resource_names:
+            requested: frozenset[str] = frozenset()
+        else:
+            key = names_key(request)
+            known = names_for_key(key)
+            if not first and known is not None and known is subscription.requested:
+                return False  # the same names as the last request: nothing changes
+            requested = known if known is not None else remember_names(key, request.resource_names)
+        changed = subscription.apply_sotw(requested, first, type_url)
+        subscription.requested = requested
+        return changed
 
     def _acknowledge(self, state: TypeState, request: Any) -> None:
         if not state.nonce or request.response_nonce != state.nonce:
@@ -79,6 +133,48 @@ class SotwStream(XdsStream[Any]):
     # -- pushes -----------------------------------------------------------------------------
 
     def push(self, types: list[str], snapshot: Snapshot, cache_state: CacheState) -> None:
+        states = [self.states[t] for t in types]
+        if all(s.synced_serial == snapshot.serial for s in states):
+            return  # already in sync with this very snapshot
+        synced = states[0].synced_serial if states else None
+        changes = (
+            snapshot.changes_since(synced)
+            if all(s.synced_serial == synced for s in states)
+            else None
+        )
+        if changes is not None and not any(
+            changes[t].removed for t in types if t in FULL_STATE_TYPES and t in changes
+        ):
+            self._push_changes(states, snapshot, cache_state, changes)
+        else:
+            self._push_all(types, snapshot, cache_state)
+        for state in states:
+            state.synced_serial = snapshot.serial
+
+    def _push_changes(
+        self,
+        states: list[TypeState],
+        snapshot: Snapshot,
+        cache_state: CacheState,
+        changes: Mapping[str, TypeChanges],
+    ) -> None:
+        """The stream is in sync with an ancestor of ``snapshot`` (``changes`` is what changed
+        since), and no full state type lost resources: only that can need sending."""
+        sent: set[str] = set()
+        for state in states:
+            change = changes.get(state.type_url)
+            if change is None:
+                continue
+            if state.type_url in FULL_STATE_TYPES:
+                sent_now = self._respond(state, snapshot, cache_state)
+            else:
+                sent_now = self._respond_changed(state, snapshot, cache_state, change.updated)
+            if sent_now:
+                sent.add(state.type_url)
+        if CLUSTER in sent and ENDPOINT not in sent and ENDPOINT in self.states:
+            self.states[ENDPOINT].answer_next_request = True
+
+    def _push_all(self, types: list[str], snapshot: Snapshot, cache_state: CacheState) -> None:
         final: list[TypeState] = []
         sent: set[str] = set()
         for type_url in types:
@@ -134,20 +230,47 @@ class SotwStream(XdsStream[Any]):
     ) -> bool:
         """Send what ``state`` needs from ``snapshot``; False when there is nothing to send."""
         type_url = state.type_url
+        body: bytes | None = None
         if type_url in FULL_STATE_TYPES:
-            selected = dict(self._selected(state, snapshot))
-            version = self._full_version(state, snapshot)
-            if keep_removed:
-                previous = self._previous_resources(state)
-                for name, resource in previous.items():
-                    selected.setdefault(name, resource)
-                version = set_version(selected.values())
-            elif version == state.full_version and not force:
+            if state.subscription.wildcard and not keep_removed:
+                # The whole type: one shared body and name -> version map per snapshot.
+                version = snapshot.version(type_url)
+                if version == state.full_version and not force:
+                    return False
+                full = snapshot.full_state(type_url)
+                resources = list(full.resources)
+                body = full.sotw_body
+                state.full_version = version
+                state.set_client_has(full.versions)
+                state.sent_resources = full.by_name
+            else:
+                selected = dict(self._selected(state, snapshot))
+                version = self._full_version(state, snapshot)
+                if keep_removed:
+                    previous = self._previous_resources(state)
+                    for name, resource in previous.items():
+                        selected.setdefault(name, resource)
+                    version = set_version(selected.values())
+                elif version == state.full_version and not force:
+                    return False
+                resources = [selected[n] for n in sorted(selected)]
+                state.full_version = version
+                state.set_client_has({r.name: r.version for r in resources})
+                state.sent_resources = {r.name: r for r in resources}
+        elif not state.client_has:
+            # Nothing held yet (a first request): everything selected, shared per snapshot.
+            subscription = state.subscription
+            if subscription.wildcard:
+                selection = snapshot.full_state(type_url)
+            else:
+                selection = snapshot.selection(type_url, subscription.names)
+            if not selection.resources:
                 return False
-            resources = [selected[n] for n in sorted(selected)]
-            state.full_version = version
-            state.client_has = {r.name: r.version for r in resources}
-            state.sent_resources = {r.name: r for r in resources}
+            resources = list(selection.resources)
+            body = selection.sotw_body
+            version = snapshot.version(type_url)
+            # Shared until the first change to it (``owned_client_has`` copies then).
+            state.set_client_has(selection.versions)
         else:
             resources = self._changed(state, snapshot)
             if force and not resources:
@@ -156,13 +279,56 @@ class SotwStream(XdsStream[Any]):
                 return False
             resources.sort(key=lambda r: r.name)
             version = snapshot.version(type_url)
+            has = state.owned_client_has()
             for resource in resources:
-                state.client_has[resource.name] = resource.version
-        nonce = self.next_nonce()
-        body = b"".join(r.sotw_field for r in resources)
-        data = encoding.sotw_response(version, type_url, nonce, body)
-        self.record_send(state, version, nonce, data, cache_state)
+                has[resource.name] = resource.version
+        self._send(state, version, resources, body, cache_state)
         return True
+
+    def _respond_changed(
+        self,
+        state: TypeState,
+        snapshot: Snapshot,
+        cache_state: CacheState,
+        updated: frozenset[str],
+    ) -> bool:
+        """``_respond`` for a partial-update type when only ``updated`` can differ."""
+        subscription = state.subscription
+        present = snapshot.of_type(state.type_url)
+        has = state.client_has
+        if subscription.wildcard:
+            candidates: Collection[str] = updated
+        elif len(updated) <= len(subscription.names):
+            candidates = [n for n in updated if n in subscription.names]
+        else:
+            candidates = [n for n in subscription.names if n in updated]
+        resources = [
+            r
+            for r in (present.get(n) for n in candidates)
+            if r is not None and has.get(r.name) != r.version
+        ]
+        if not resources:
+            return False
+        resources.sort(key=lambda r: r.name)
+        owned = state.owned_client_has()
+        for resource in resources:
+            owned[resource.name] = resource.version
+        self._send(state, snapshot.version(state.type_url), resources, None, cache_state)
+        return True
+
+    def _send(
+        self,
+        state: TypeState,
+        version: str,
+        resources: list[Resource],
+        body: bytes | None,
+        cache_state: CacheState,
+    ) -> None:
+        nonce = self.next_nonce()
+        if body is None:
+            body = b"".join(r.sotw_field for r in resources)
+        data = encoding.sotw_response(version, state.type_url, nonce, body)
+        self.record_send(state, version, nonce, data, cache_state)
 
     def _previous_resources(self, state: TypeState) -> dict[str, Resource]:
         return dict(state.sent_resources)

@@ -101,6 +101,8 @@ class XdsStream(abc.ABC, Generic[Request]):
                     self._push(self.cache.state)
                 else:
                     self._on_request(item)  # type: ignore[arg-type]
+                # Idle streams keep nothing of their last request (thousands of names).
+                item = None
                 while self._outbox:
                     yield self._outbox.pop(0)
         finally:
@@ -113,6 +115,7 @@ class XdsStream(abc.ABC, Generic[Request]):
         try:
             async for request in requests:
                 await queue.put(request)
+                del request
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the transport failed: end the stream quietly
@@ -120,10 +123,17 @@ class XdsStream(abc.ABC, Generic[Request]):
         await queue.put(_END)
 
     async def _watch(self, queue: asyncio.Queue[object]) -> None:
+        """Wake the stream when its snapshot changes: on any change until the stream knows
+        its proxy group, then only when that group's snapshot is replaced."""
         generation = self.cache.state.generation
-        while True:
+        while self.proxy is None:
             state = await self.cache.wait_for_change(generation)
             generation = state.generation
+            queue.put_nowait(_CHANGED)
+        current = self.cache.state.snapshot_for(self.group)
+        while True:
+            state = await self.cache.wait_for_snapshot(self.group, current)
+            current = state.snapshot_for(self.group)
             queue.put_nowait(_CHANGED)
 
     # -- shared rules -----------------------------------------------------------------------

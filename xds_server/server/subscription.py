@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from xds_server.cache.snapshot import Resource
@@ -15,6 +17,45 @@ WILDCARD = "*"
 #: "Grouping resources into responses").
 FULL_STATE_TYPES = frozenset({CLUSTER, LISTENER})
 
+_NO_NAMES: frozenset[str] = frozenset()
+
+#: Equal subscriptions share one set (a thousand Envoys asking for the same thousand
+#: clusters hold one set of names, not a thousand). Keys are copies of the values, so an
+#: entry goes away with the last stream using it.
+_shared_sets: weakref.WeakValueDictionary[frozenset[str], frozenset[str]] = (
+    weakref.WeakValueDictionary()
+)
+#: SotW: the resource names of a request, by the request's bytes without version and nonce
+#: (see ``sotw.names_key``), so a repeated list of names is recognised without decoding it.
+_names_by_request: weakref.WeakValueDictionary[bytes, frozenset[str]] = (
+    weakref.WeakValueDictionary()
+)
+
+
+def shared_names(names: Iterable[str]) -> frozenset[str]:
+    """A frozenset equal to ``names``, the same object for every equal subscription."""
+    value = names if isinstance(names, frozenset) else frozenset(names)
+    if not value:
+        return _NO_NAMES
+    found = _shared_sets.get(value)
+    if found is not None:
+        return found
+    _shared_sets[frozenset(list(value))] = value
+    return value
+
+
+def names_for_key(key: bytes) -> frozenset[str] | None:
+    """The shared names of a SotW request seen before with the same ``key``."""
+    return _names_by_request.get(key)
+
+
+def remember_names(key: bytes, names: Iterable[str]) -> frozenset[str]:
+    """Decode a request's names once; later requests with the same ``key`` reuse them."""
+    shared = shared_names(names)
+    if shared:
+        _names_by_request[key] = shared
+    return shared
+
 
 @dataclass(slots=True)
 class Subscription:
@@ -24,25 +65,29 @@ class Subscription:
     #: SotW only: subscribed by an empty name list on the first request (legacy wildcard);
     #: later empty lists keep the wildcard.
     legacy_wildcard: bool = False
-    names: set[str] = field(default_factory=set)
+    #: Shared between streams (``shared_names``): replaced, never mutated.
+    names: frozenset[str] = _NO_NAMES
+    #: SotW: the (shared) set of names of the last request applied.
+    requested: frozenset[str] | None = None
 
     def covers(self, name: str) -> bool:
         return self.wildcard or name in self.names
 
-    def apply_sotw(self, requested: list[str], first: bool, type_url: str) -> bool:
+    def apply_sotw(self, requested: Collection[str], first: bool, type_url: str) -> bool:
         """Replace the subscription from a SotW request; True if it changed."""
-        before = (self.wildcard, frozenset(self.names))
+        before = (self.wildcard, self.names)
         if not requested and (self.legacy_wildcard or (first and type_url in WILDCARD_BY_DEFAULT)):
             self.legacy_wildcard = True
             self.wildcard = True
-            self.names = set()
+            self.names = _NO_NAMES
         else:
             self.legacy_wildcard = False
-            names = set(requested)
+            names = frozenset(requested)
             self.wildcard = WILDCARD in names
-            names.discard(WILDCARD)
-            self.names = names
-        return before != (self.wildcard, frozenset(self.names))
+            if self.wildcard:
+                names = names - {WILDCARD}
+            self.names = shared_names(names)
+        return before != (self.wildcard, self.names)
 
     def apply_delta(
         self, subscribe: list[str], unsubscribe: list[str], first: bool, type_url: str
@@ -54,12 +99,12 @@ class Subscription:
         if WILDCARD in added:
             self.wildcard = True
             added.discard(WILDCARD)
-        self.names |= added
         dropped = set(unsubscribe)
         if WILDCARD in dropped:
             self.wildcard = False
             dropped.discard(WILDCARD)
-        self.names -= dropped
+        if added - self.names or dropped & self.names:
+            self.names = shared_names((self.names | added) - dropped)
         return {name for name in dropped if not self.covers(name)}
 
 
@@ -72,16 +117,33 @@ class TypeState:
     subscription: Subscription = field(default_factory=Subscription)
     #: name -> version the client holds (or was sent; a NACKed version counts as held so it
     #: is never re-sent). ``ABSENT`` marks a name the client was told does not exist.
-    client_has: dict[str, str] = field(default_factory=dict)
+    #: May be a read-only mapping shared with other streams (a whole SotW state of the
+    #: world); ``owned_client_has`` gives a dictionary of this stream's own to change.
+    client_has: Mapping[str, str] = field(default_factory=dict)
     nonce: str = ""
     started: bool = False
     #: SotW full-state types: the version of the last complete set sent, and that set (kept
     #: for make-before-break, when removed resources are sent once more beside the new ones).
     full_version: str | None = None
-    sent_resources: dict[str, Resource] = field(default_factory=dict)
+    sent_resources: Mapping[str, Resource] = field(default_factory=dict)
     #: Answer the next request even if nothing changed (EDS after a CDS update, so that
     #: clusters re-created by the update finish warming).
     answer_next_request: bool = False
+    #: The serial of the snapshot this type is in sync with: every subscribed resource of
+    #: that snapshot is held at its version (see ``Snapshot.changes``). None: unknown.
+    synced_serial: int | None = None
+
+    def owned_client_has(self) -> dict[str, str]:
+        """``client_has`` as a dictionary this stream may change (copied once if shared)."""
+        has = self.client_has
+        if type(has) is not dict:
+            has = dict(has)
+            self.set_client_has(has)
+        return has
+
+    def set_client_has(self, has: Mapping[str, str]) -> None:
+        self.client_has = has
+        self.status.held = has
 
 
 ABSENT = ""

@@ -52,6 +52,9 @@ def _utc_now() -> datetime:
 class BaseStore(ABC):
     """Implements :class:`~xds_server.store.base.ConfigStore` on top of a backend."""
 
+    #: Re-plans of one commit after ``StaleState`` before giving up (``StoreUnavailable``).
+    max_conflict_retries = MAX_CONFLICT_RETRIES
+
     def __init__(self, *, clock: Clock | None = None) -> None:
         self._clock = clock or _utc_now
         self._state = ConfigState.empty()
@@ -230,7 +233,7 @@ class BaseStore(ABC):
         assert self._lock is not None
         async with self._lock:
             self._require_open()
-            for _ in range(MAX_CONFLICT_RETRIES):
+            for _ in range(self.max_conflict_retries):
                 state = self._state
                 planned = engine.plan(
                     state, make_ops(state), actor=actor, note=note, time=format_time(self._clock())

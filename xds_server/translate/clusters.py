@@ -23,7 +23,9 @@ from xds_server.model.service_policy import (
     ServicePolicySpec,
     UpstreamProtocol,
 )
+from xds_server.model.tls import UpstreamTls
 from xds_server.translate.protos import ads, duration, pack, uint32
+from xds_server.translate.tls import upstream_socket
 
 _LB_POLICY: Final = {
     LbPolicy.ROUND_ROBIN: cluster_pb2.Cluster.ROUND_ROBIN,
@@ -94,8 +96,11 @@ def _http2_options() -> Any:
 
 
 @lru_cache(maxsize=8192)
-def cluster(service: str, policy: ServicePolicySpec | None) -> Message:
-    """The EDS cluster of ``service`` with ``policy`` applied (defaults when ``None``)."""
+def cluster(
+    service: str, policy: ServicePolicySpec | None, tls: UpstreamTls | None = None
+) -> Message:
+    """The EDS cluster of ``service`` with ``policy`` applied (defaults when ``None``);
+    ``tls`` is the upstream part of the policy's TLS policy."""
     policy = policy or ServicePolicySpec()
     result = cluster_pb2.Cluster(
         name=service,
@@ -114,5 +119,7 @@ def cluster(service: str, policy: ServicePolicySpec | None) -> Message:
         result.health_checks.append(_health_check(policy.health_check, policy.protocol))
     if policy.protocol is not UpstreamProtocol.HTTP1:
         result.typed_extension_protocol_options[HTTP_PROTOCOL_OPTIONS].CopyFrom(_http2_options())
+    if tls is not None:
+        result.transport_socket.CopyFrom(upstream_socket(tls, policy.protocol))
     message: Message = result
     return message

@@ -21,7 +21,7 @@ class ProxyResources:
     endpoints: tuple[Message, ...] = ()  # envoy.config.endpoint.v3.ClusterLoadAssignment
     listeners: tuple[Message, ...] = ()  # envoy.config.listener.v3.Listener
     routes: tuple[Message, ...] = ()  # envoy.config.route.v3.RouteConfiguration
-    secrets: tuple[Message, ...] = ()  # later (TLS)
+    secrets: tuple[Message, ...] = ()  # envoy.extensions.transport_sockets.tls.v3.Secret
 
     def messages(self) -> tuple[Message, ...]:
         """All of them, in push order (clusters, endpoints, listeners, routes, secrets)."""

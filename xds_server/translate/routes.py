@@ -18,14 +18,17 @@ from envoy.config.route.v3 import route_pb2 as route_configuration_pb2
 from google.protobuf.message import Message
 
 from xds_server.model.config import Entry
+from xds_server.model.rate_limit import RateLimitPolicySpec
 from xds_server.model.retry import RetryPolicySpec
-from xds_server.model.route import Match, RetryRef, RouteSpec
+from xds_server.model.route import Match, RetryRef, RouteSpec, Rule
 from xds_server.model.service_policy import ServicePolicySpec
 from xds_server.translate.actions import redirect_action, route_action
+from xds_server.translate.auth import rule_auth_configs
 from xds_server.translate.headers import apply_header_mutations
 from xds_server.translate.hostnames import covering, specificity
 from xds_server.translate.matches import route_match
 from xds_server.translate.precedence import Position, sort_key
+from xds_server.translate.rate_limits import LOCAL_RATE_LIMIT, local_rate_limit
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -46,6 +49,7 @@ def envoy_routes(
     entry: Entry[RouteSpec],
     retry_policies: Mapping[str, RetryPolicySpec],
     service_policies: Mapping[str, ServicePolicySpec],
+    rate_limit_policies: Mapping[str, RateLimitPolicySpec] | None = None,
 ) -> tuple[EnvoyRoute, ...]:
     """Every Envoy route of one ``Route`` document, in document order.
 
@@ -66,7 +70,35 @@ def envoy_routes(
             for backend in rule.backends
         )
     )
-    return _envoy_routes(entry, retries, services)
+    limits = tuple(
+        sorted(
+            {
+                (rule.rate_limit.policy, (rate_limit_policies or {}).get(rule.rate_limit.policy))
+                for rule in spec.rules
+                if rule.rate_limit is not None and rule.rate_limit.policy is not None
+            },
+            key=lambda item: item[0],
+        )
+    )
+    return _envoy_routes(entry, retries, services, limits)
+
+
+def _per_filter_configs(
+    rule: Rule, rate_limit_policies: Mapping[str, RateLimitPolicySpec]
+) -> dict[str, Any]:
+    """A rule's ``typed_per_filter_config``: its authentication and rate limit."""
+    result: dict[str, Any] = {}
+    if rule.auth is not None:
+        result.update(rule_auth_configs(rule.auth))
+    limit = rule.rate_limit
+    if limit is not None:
+        if limit.disabled:
+            result[LOCAL_RATE_LIMIT] = local_rate_limit("rate_limit_disabled", None)
+        elif limit.policy is not None and limit.policy in rate_limit_policies:
+            result[LOCAL_RATE_LIMIT] = local_rate_limit(
+                limit.policy, rate_limit_policies[limit.policy]
+            )
+    return result
 
 
 @lru_cache(maxsize=8192)
@@ -74,9 +106,11 @@ def _envoy_routes(
     entry: Entry[RouteSpec],
     retries: tuple[tuple[str, RetryPolicySpec | None], ...],
     services: tuple[tuple[str, ServicePolicySpec | None], ...],
+    limits: tuple[tuple[str, RateLimitPolicySpec | None], ...] = (),
 ) -> tuple[EnvoyRoute, ...]:
     retry_policies = {name: spec for name, spec in retries if spec is not None}
     service_policies = {name: spec for name, spec in services if spec is not None}
+    rate_limit_policies = {name: spec for name, spec in limits if spec is not None}
     result = []
     for rule_index, rule in enumerate(entry.spec.rules):
         filters = rule.filters
@@ -90,6 +124,10 @@ def _envoy_routes(
             else:
                 message.route.CopyFrom(route_action(rule, match, retry_policies, service_policies))
             apply_header_mutations(message, filters.request_headers, filters.response_headers)
+            for filter_name, config in sorted(
+                _per_filter_configs(rule, rate_limit_policies).items()
+            ):
+                message.typed_per_filter_config[filter_name].CopyFrom(config)
             result.append(EnvoyRoute(rule_index, match_index, match, message))
     return tuple(result)
 
@@ -145,6 +183,33 @@ def _route_configuration(listener: str, attached: tuple[Attached, ...]) -> Messa
         name=listener,
         virtual_hosts=[
             _virtual_host(host, routes_by_hostname) for host in sorted(routes_by_hostname)
+        ],
+    )
+    return result
+
+
+@lru_cache(maxsize=256)
+def https_redirect_configuration(listener: str, port: int | None) -> Message:
+    """Every request, on any host, answered with a permanent redirect to ``https://``."""
+    redirect = route_pb2.RedirectAction(
+        https_redirect=True, response_code=route_pb2.RedirectAction.MOVED_PERMANENTLY
+    )
+    if port is not None:
+        redirect.port_redirect = port
+    result: Message = route_configuration_pb2.RouteConfiguration(
+        name=listener,
+        virtual_hosts=[
+            route_pb2.VirtualHost(
+                name="https-redirect",
+                domains=["*"],
+                routes=[
+                    route_pb2.Route(
+                        name="https-redirect",
+                        match=route_pb2.RouteMatch(prefix="/"),
+                        redirect=redirect,
+                    )
+                ],
+            )
         ],
     )
     return result

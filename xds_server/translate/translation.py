@@ -1,9 +1,16 @@
 """``translate(inventory, config)``: the whole operator config -> Envoy resources per group.
 
 Pure and deterministic: no I/O, no clock, every tuple sorted by resource name. Each
-listener, cluster and endpoint assignment is built by a cached per-item function
-(``listeners.listener``, ``clusters.cluster``, ``endpoints.load_assignment``), so after a
-change only what changed is rebuilt; route configurations are rebuilt per translation.
+listener, cluster, endpoint assignment and secret is built by a cached per-item function
+(``listeners.listener``, ``clusters.cluster``, ``endpoints.load_assignment``,
+``tls.secret``), so after a change only what changed is rebuilt; route configurations are
+rebuilt per translation.
+
+A group gets the secrets (certificates) its listeners and clusters use, and no others.
+TLS that cannot be set up as written (a policy or certificate missing or of the wrong kind:
+validation refuses such writes, so only a store edited behind the API's back has them)
+fails closed: an https listener is left out, and a service is sent no instances (503)
+rather than spoken to without the TLS it asks for.
 """
 
 from __future__ import annotations
@@ -13,15 +20,38 @@ from types import MappingProxyType
 
 from google.protobuf.message import Message
 
+from xds_server.model.certificate import CertificateForm
 from xds_server.model.config import Config, Entry
 from xds_server.model.inventory import Inventory, Service
+from xds_server.model.listener import ListenerProtocol
 from xds_server.model.route import RouteSpec
+from xds_server.model.tls import DownstreamTls, UpstreamTls
+from xds_server.translate.auth import jwks_cluster, jwks_tls
 from xds_server.translate.clusters import cluster
-from xds_server.translate.endpoints import load_assignment
+from xds_server.translate.edge import EdgeFilters
+from xds_server.translate.endpoints import empty_load_assignment, load_assignment
 from xds_server.translate.groups import listeners_of, named_groups
 from xds_server.translate.listeners import listener
 from xds_server.translate.output import ProxyResources, Translation
-from xds_server.translate.routes import EnvoyRoute, envoy_routes, route_configuration
+from xds_server.translate.routes import (
+    EnvoyRoute,
+    envoy_routes,
+    https_redirect_configuration,
+    route_configuration,
+)
+from xds_server.translate.telemetry import (
+    metrics_cluster,
+    metrics_route_configuration,
+    tracing_cluster,
+)
+from xds_server.translate.tls import (
+    downstream_certificates,
+    secret,
+    upstream_certificates,
+)
+
+#: A TLS policy part that cannot be used (see the module docstring).
+_UNUSABLE = "unusable"
 
 
 class _Translator:
@@ -32,6 +62,9 @@ class _Translator:
         self._config = config
         retry_policies = {name: entry.spec for name, entry in config.retry_policies.items()}
         service_policies = {name: entry.spec for name, entry in config.service_policies.items()}
+        rate_limit_policies = {
+            name: entry.spec for name, entry in config.rate_limit_policies.items()
+        }
         self._routes_of: dict[str, list[Entry[RouteSpec]]] = {name: [] for name in config.listeners}
         self._translated: dict[str, tuple[EnvoyRoute, ...]] = {}
         for name, entry in config.routes.items():
@@ -43,38 +76,177 @@ class _Translator:
             for listener_name in attached:
                 self._routes_of[listener_name].append(entry)
             if attached:
-                self._translated[name] = envoy_routes(entry, retry_policies, service_policies)
+                self._translated[name] = envoy_routes(
+                    entry, retry_policies, service_policies, rate_limit_policies
+                )
         self._route_configurations: dict[str, Message] = {}
 
     def _route_configuration(self, listener_name: str) -> Message:
         found = self._route_configurations.get(listener_name)
         if found is None:
-            found = route_configuration(
-                listener_name, self._routes_of[listener_name], self._translated
-            )
+            spec = self._config.listeners[listener_name].spec
+            if spec.https_redirect:
+                found = https_redirect_configuration(listener_name, spec.https_redirect_port)
+            elif spec.metrics is not None:
+                found = metrics_route_configuration(listener_name, spec.metrics)
+            else:
+                found = route_configuration(
+                    listener_name, self._routes_of[listener_name], self._translated
+                )
             self._route_configurations[listener_name] = found
         return found
+
+    def _usable(self, names: Iterable[str], key_pairs: Iterable[str]) -> bool:
+        """Whether every certificate exists, ``key_pairs`` being key pairs and the rest CA
+        bundles."""
+        pairs = set(key_pairs)
+        for name in names:
+            entry = self._config.certificates.get(name)
+            form = CertificateForm.KEY_PAIR if name in pairs else CertificateForm.CA_BUNDLE
+            if entry is None or entry.spec.form is not form:
+                return False
+        return True
+
+    def _downstream(self, listener_name: str) -> DownstreamTls | str | None:
+        """The listener's TLS; ``None`` for plain http, ``_UNUSABLE`` if it cannot be set up."""
+        spec = self._config.listeners[listener_name].spec
+        if spec.protocol is not ListenerProtocol.HTTPS:
+            return None
+        tls = self._config.downstream_tls(spec.tls_policy)
+        if tls is None or not self._usable(downstream_certificates(tls), tls.certificate_names()):
+            return _UNUSABLE
+        return tls
+
+    def _upstream(self, service: str) -> UpstreamTls | str | None:
+        """The service's TLS; ``None`` for none, ``_UNUSABLE`` if it cannot be set up."""
+        policy = self._config.service_policy(service)
+        if policy is None or policy.tls_policy is None:
+            return None
+        tls = self._config.upstream_tls(policy.tls_policy)
+        pairs = (tls.client_certificate,) if tls is not None and tls.client_certificate else ()
+        if tls is None or not self._usable(upstream_certificates(tls), pairs):
+            return _UNUSABLE
+        return tls
 
     def _services(self, listener_names: Iterable[str]) -> list[str]:
         services = {
             service
             for listener_name in listener_names
+            if self._serves_routes(listener_name)
             for entry in self._routes_of[listener_name]
             for rule in entry.spec.rules
             for service in rule.services
         }
         return sorted(services)
 
-    def resources(self, listener_names: tuple[str, ...]) -> ProxyResources:
-        services = self._services(listener_names)
-        config, inventory = self._config, self._inventory
-        return ProxyResources(
-            clusters=tuple(cluster(name, config.service_policy(name)) for name in services),
-            endpoints=tuple(
-                load_assignment(inventory.get(name) or Service(name)) for name in services
+    def _serves_routes(self, listener_name: str) -> bool:
+        spec = self._config.listeners[listener_name].spec
+        return not spec.https_redirect and spec.metrics is None
+
+    def _edge(self, listener_name: str) -> EdgeFilters:
+        """The filters the listener's (and its routes') edge policies need."""
+        config = self._config
+        auth_default = next(
+            (n for n, e in config.auth_policies.items() if listener_name in e.spec.listeners),
+            None,
+        )
+        limit_default = next(
+            (
+                e.spec
+                for e in config.rate_limit_policies.values()
+                if listener_name in e.spec.listeners
             ),
-            listeners=tuple(listener(name, config.listeners[name].spec) for name in listener_names),
-            routes=tuple(self._route_configuration(name) for name in listener_names),
+            None,
+        )
+        if not self._serves_routes(listener_name):
+            return EdgeFilters()
+        auth_names = {auth_default} if auth_default is not None else set()
+        rbac = rate_limit = False
+        for entry in self._routes_of[listener_name]:
+            for rule in entry.spec.rules:
+                auth = rule.auth
+                if auth is not None:
+                    if auth.policy is not None and auth.policy in config.auth_policies:
+                        auth_names.add(auth.policy)
+                    rbac = rbac or bool(auth.claims)
+                rate_limit = rate_limit or rule.rate_limit is not None
+        return EdgeFilters(
+            auth_policies=tuple(
+                (name, config.auth_policies[name].spec) for name in sorted(auth_names)
+            ),
+            auth_default=auth_default,
+            rbac=rbac,
+            rate_limit=rate_limit,
+            rate_limit_policy=limit_default,
+        )
+
+    def _edge_clusters(
+        self, listener_name: str, edge: EdgeFilters
+    ) -> tuple[list[Message], set[str]] | None:
+        """The clusters (and the certificates they use) the listener's policies and
+        telemetry need; ``None`` if a JWKS CA cannot be used (the listener is left out)."""
+        spec = self._config.listeners[listener_name].spec
+        clusters: list[Message] = []
+        certificates: set[str] = set()
+        for policy, auth in edge.auth_policies:
+            for provider in auth.providers:
+                if provider.jwks.url is None:
+                    continue
+                tls = jwks_tls(provider)
+                if tls is not None:
+                    if not self._usable(upstream_certificates(tls), ()):
+                        return None
+                    certificates.update(upstream_certificates(tls))
+                clusters.append(jwks_cluster(policy, provider))
+        if spec.telemetry.tracing is not None:
+            clusters.append(tracing_cluster(listener_name, spec.telemetry.tracing))
+        if spec.metrics is not None:
+            clusters.append(metrics_cluster(listener_name, spec.metrics))
+        return clusters, certificates
+
+    def resources(self, listener_names: tuple[str, ...]) -> ProxyResources:
+        config, inventory = self._config, self._inventory
+        certificates: set[str] = set()
+        listeners: list[Message] = []
+        served: list[str] = []
+        clusters_by_name: dict[str, Message] = {}
+        for name in listener_names:
+            downstream = self._downstream(name)
+            if isinstance(downstream, str):
+                continue
+            edge = self._edge(name)
+            extra = self._edge_clusters(name, edge)
+            if extra is None:
+                continue
+            if downstream is not None:
+                certificates.update(downstream_certificates(downstream))
+            certificates.update(extra[1])
+            for message in extra[0]:
+                clusters_by_name[getattr(message, "name")] = message  # noqa: B009
+            listeners.append(listener(name, config.listeners[name].spec, downstream, edge))
+            served.append(name)
+        clusters: list[Message] = []
+        endpoints: list[Message] = []
+        for name in self._services(served):
+            upstream = self._upstream(name)
+            policy = config.service_policy(name)
+            if isinstance(upstream, str):
+                clusters.append(cluster(name, policy))
+                endpoints.append(empty_load_assignment(name))
+                continue
+            if upstream is not None:
+                certificates.update(upstream_certificates(upstream))
+            clusters.append(cluster(name, policy, upstream))
+            endpoints.append(load_assignment(inventory.get(name) or Service(name)))
+        clusters_by_name.update((getattr(c, "name"), c) for c in clusters)  # noqa: B009
+        return ProxyResources(
+            clusters=tuple(clusters_by_name[name] for name in sorted(clusters_by_name)),
+            endpoints=tuple(endpoints),
+            listeners=tuple(listeners),
+            routes=tuple(self._route_configuration(name) for name in served),
+            secrets=tuple(
+                secret(name, config.certificates[name].spec) for name in sorted(certificates)
+            ),
         )
 
 

@@ -1,0 +1,46 @@
+"""The benchmark scenarios, in the order ``python -m bench`` runs them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from bench.stack import Context
+
+Scenario = Callable[[Context], dict[str, Any]]
+
+
+def scenarios() -> dict[str, Scenario]:
+    from bench.scenarios import (
+        bytes_per_change,
+        churn,
+        connect_storm,
+        endpoint_flap,
+        idle,
+        route_change,
+        sovereign,
+        translate,
+    )
+
+    return {
+        "translate": translate.run,
+        "connect_storm": connect_storm.run,
+        "endpoint_flap": endpoint_flap.run,
+        "churn": churn.run,
+        "route_change": route_change.run,
+        "idle": idle.run,
+        "bytes_per_change": bytes_per_change.run,
+        "sovereign": sovereign.run,
+    }
+
+
+NAMES = (
+    "translate",
+    "connect_storm",
+    "endpoint_flap",
+    "churn",
+    "route_change",
+    "idle",
+    "bytes_per_change",
+    "sovereign",
+)

@@ -1,0 +1,1 @@
+"""Simulated Envoys on grpc.aio, in worker processes (see ``fleet.Fleet``)."""

@@ -1,0 +1,145 @@
+"""``xds-server bootstrap``: an Envoy bootstrap pointing at this control plane.
+
+The same document as ``envoy/bootstrap.yaml`` (a test keeps them equal), with the node, the
+ADS address, SotW or delta, the admin address and, optionally, TLS to the control plane
+filled in. Only the control plane's own cluster is static; everything else arrives over ADS.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any, Final
+
+SYSTEM_CA: Final = "/etc/ssl/certs/ca-certificates.crt"
+_TLS_SOCKET: Final = "envoy.transport_sockets.tls"
+_UPSTREAM_TLS: Final = (
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+)
+_HTTP_OPTIONS: Final = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+class BootstrapError(ValueError):
+    """An option the bootstrap cannot use (the message names it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    host: str
+    port: int
+
+    @staticmethod
+    def parse(text: str, option: str, *, any_port: bool = False) -> HostPort:
+        """``HOST:PORT``; ``any_port`` accepts port 0 (the OS picks one)."""
+        host, sep, port = text.rpartition(":")
+        host = host.strip("[]")
+        lowest = 0 if any_port else 1
+        if not sep or not host or not port.isdigit() or not lowest <= int(port) <= 65535:
+            raise BootstrapError(f"{option}: expected HOST:PORT, got {text!r}")
+        return HostPort(host, int(port))
+
+    @property
+    def is_ip(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class TlsOptions:
+    """TLS from Envoy to the control plane: ``ca`` verifies the server, ``cert``/``key``
+    authenticate Envoy (mTLS), ``sni`` names the server (default: the ADS host name)."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    sni: str | None = None
+
+
+def _socket_address(address: HostPort) -> dict[str, Any]:
+    return {"socket_address": {"address": address.host, "port_value": address.port}}
+
+
+def _tls_socket(tls: TlsOptions, ads: HostPort) -> dict[str, Any]:
+    """Like ``envoy/bootstrap-mtls.yaml``: TLS 1.2+, ALPN h2, the server verified against
+    ``ca`` (and, when a name is known, its DNS SAN), Envoy's certificate for mTLS."""
+    if (tls.cert is None) != (tls.key is None):
+        raise BootstrapError("--cert and --key: give both (mTLS) or neither")
+    sni = tls.sni or (None if ads.is_ip else ads.host)
+    common: dict[str, Any] = {
+        "alpn_protocols": ["h2"],
+        "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+    }
+    if tls.cert is not None and tls.key is not None:
+        common["tls_certificates"] = [
+            {"certificate_chain": {"filename": tls.cert}, "private_key": {"filename": tls.key}}
+        ]
+    validation: dict[str, Any] = {"trusted_ca": {"filename": tls.ca or SYSTEM_CA}}
+    if sni:
+        validation["match_typed_subject_alt_names"] = [
+            {"san_type": "DNS", "matcher": {"exact": sni}}
+        ]
+    common["validation_context"] = validation
+    context: dict[str, Any] = {"@type": _UPSTREAM_TLS}
+    if sni:
+        context["sni"] = sni
+    context["common_tls_context"] = common
+    return {"name": _TLS_SOCKET, "typed_config": context}
+
+
+def bootstrap(
+    node_id: str,
+    group: str,
+    *,
+    ads: HostPort | None = None,
+    delta: bool = False,
+    admin: HostPort | None = None,
+    tls: TlsOptions | None = None,
+) -> dict[str, Any]:
+    """The bootstrap as a JSON-ready dict (keys in the order of ``envoy/bootstrap.yaml``)."""
+    if not node_id:
+        raise BootstrapError("--node-id: must not be empty")
+    ads = ads or HostPort("127.0.0.1", 18000)
+    admin = admin or HostPort("127.0.0.1", 9901)
+    cluster: dict[str, Any] = {
+        "name": "xds_server",
+        "type": "STATIC" if ads.is_ip else "STRICT_DNS",
+    }
+    if not ads.is_ip:
+        cluster["dns_lookup_family"] = "V4_ONLY"
+    cluster |= {
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            _HTTP_OPTIONS: {
+                "@type": "type.googleapis.com/" + _HTTP_OPTIONS,
+                "explicit_http_config": {
+                    "http2_protocol_options": {
+                        "connection_keepalive": {"interval": "30s", "timeout": "5s"}
+                    }
+                },
+            }
+        },
+        "load_assignment": {
+            "cluster_name": "xds_server",
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(ads)}}]}],
+        },
+    }
+    if tls is not None:
+        cluster["transport_socket"] = _tls_socket(tls, ads)
+    return {
+        "node": {"id": node_id, "cluster": group},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "DELTA_GRPC" if delta else "GRPC",
+                "transport_api_version": "V3",
+                "set_node_on_first_message_only": True,
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds_server"}}],
+            },
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
+        },
+        "static_resources": {"clusters": [cluster]},
+        "admin": {"address": _socket_address(admin)},
+    }

@@ -1,0 +1,590 @@
+"""The ``xds-server`` command: ``serve`` runs the control plane; the other commands talk to a
+running one over its REST API (``--server``, ``XDS_SERVER_URL``), except ``validate`` and
+``bootstrap``, which work offline.
+
+Every failure is a message on stderr and a non-zero exit: 1 when the server refused or could
+not be reached, 2 for a wrong command line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from xds_server import cli_store
+from xds_server.cli import render
+from xds_server.cli.client import DEFAULT_SERVER, ApiClient, CliError, error_item_line
+from xds_server.cli.serve import run_serve
+
+HELP = """An xDS control plane for Envoy, and the command line of its REST API.
+
+`serve` runs the server. The other commands talk to a running server (--server,
+XDS_SERVER_URL), except `validate` and `bootstrap`, which need none."""
+
+app = typer.Typer(
+    name="xds-server",
+    help=HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+class Output(StrEnum):
+    table = "table"
+    json = "json"
+    yaml = "yaml"
+
+
+class BootstrapFormat(StrEnum):
+    yaml = "yaml"
+    json = "json"
+
+
+OutputOption = Annotated[
+    Output, typer.Option("--output", "-o", help="table (default), json or yaml.")
+]
+FileOption = Annotated[
+    str,
+    typer.Option(
+        "--filename",
+        "-f",
+        help="A YAML stream ('---' between documents) or JSON; '-' reads stdin.",
+    ),
+]
+KindArgument = Annotated[
+    str, typer.Argument(help="listeners, routes, retry-policies, … (or Route, route).")
+]
+
+
+def client(ctx: typer.Context) -> ApiClient:
+    found = ctx.obj
+    assert isinstance(found, ApiClient)
+    return found
+
+
+def fail(error: CliError) -> typer.Exit:
+    for line in error.lines:
+        print(line, file=sys.stderr)
+    return typer.Exit(error.code)
+
+
+@app.callback()
+def options(
+    ctx: typer.Context,
+    server: Annotated[
+        str,
+        typer.Option(envvar="XDS_SERVER_URL", help="The server's REST API (admin) URL."),
+    ] = DEFAULT_SERVER,
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="XDS_SERVER_TOKEN", help="Sent as 'Authorization: Bearer TOKEN'."),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for an answer.")] = 30.0,
+) -> None:
+    ctx.obj = ApiClient(server, token, timeout)
+
+
+# -- serve --------------------------------------------------------------------------------------
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def serve(ctx: typer.Context) -> None:
+    """Run the control plane (flags: xds-server serve --help)."""
+    raise typer.Exit(run_serve(ctx.args))
+
+
+# -- kinds --------------------------------------------------------------------------------------
+
+
+def _key(text: str) -> str:
+    return text.replace("-", "").replace("_", "").lower()
+
+
+def _singular(path: str) -> str:
+    if path.endswith("ies"):
+        return path[:-3] + "y"
+    return path[:-1] if path.endswith("s") else path
+
+
+def resolve_kind(text: str) -> tuple[str, str]:
+    """``routes``, ``route``, ``Route`` → ``("Route", "routes")``; unknown → ``CliError``."""
+    from xds_server.admin.kinds import resource_kinds
+
+    wanted = _key(text)
+    known = resource_kinds()
+    for kind in known:
+        names = {_key(kind.kind.value), _key(kind.path), _key(_singular(kind.path))}
+        if wanted in names:
+            return kind.kind.value, kind.path
+    choices = ", ".join(kind.path for kind in known)
+    raise CliError([f"error: unknown kind {text!r}; expected one of {choices}"], code=2)
+
+
+# -- apply, get, delete -------------------------------------------------------------------------
+
+
+def read_file(filename: str) -> tuple[bytes, bool]:
+    """The file's bytes and whether it is JSON (by its name, or by its first character)."""
+    try:
+        raw = sys.stdin.buffer.read() if filename == "-" else Path(filename).read_bytes()
+    except OSError as error:
+        raise CliError(
+            [f"error: cannot read {filename}: {error.strerror or error}"], code=2
+        ) from None
+    if filename.endswith(".json"):
+        return raw, True
+    return raw, filename == "-" and raw.lstrip()[:1] in (b"[", b"{")
+
+
+@app.command()
+def apply(
+    ctx: typer.Context,
+    filename: FileOption,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and show what would change; save nothing.")
+    ] = False,
+    output: OutputOption = Output.table,
+) -> None:
+    """Create or replace every document of a file, in one revision."""
+    try:
+        raw, is_json = read_file(filename)
+        answer = client(ctx).json(
+            "POST",
+            "/v1/apply",
+            query={"dry_run": dry_run or None},
+            body=raw,
+            content_type="application/json" if is_json else "application/yaml",
+        )
+    except CliError as error:
+        raise fail(error) from None
+    if output is not Output.table:
+        _dump(answer, output)
+        return
+    prefix = "(dry run) " if answer.get("dry_run") else ""
+    operations = {(c["kind"], c["name"]): c["operation"] for c in answer.get("changes", [])}
+    for document in answer.get("documents") or []:
+        key = (document["kind"], document["name"])
+        operation = operations.get(key, document["operation"]) if prefix else document["operation"]
+        if prefix and operation != "unchanged":
+            operation = f"would be {operation}"
+        print(f"{prefix}{document['kind']}/{document['name']} {operation}")
+        for warning in document.get("warnings") or []:
+            print(f"  warning: {error_item_line(warning)}")
+    revision, base = answer.get("revision"), answer.get("base_revision")
+    if answer.get("dry_run"):
+        print(f"(dry run) revision {base} -> {revision}; nothing was saved")
+    elif revision == base:
+        print(f"revision {revision} (nothing changed)")
+    else:
+        print(f"revision {revision}")
+
+
+def _all_pages(api: ApiClient, path: str) -> Iterator[dict[str, Any]]:
+    token: str | None = None
+    while True:
+        page = api.json("GET", path, query={"limit": 1000, "page_token": token})
+        yield from page.get("items", [])
+        token = page.get("next_page_token")
+        if not token:
+            return
+
+
+def _dump(value: Any, output: Output) -> None:
+    if output is Output.yaml:
+        render.print_yaml(value if isinstance(value, list) else [value])
+    else:
+        render.print_json(value)
+
+
+@app.command()
+def get(
+    ctx: typer.Context,
+    kind: KindArgument,
+    name: Annotated[str | None, typer.Argument(help="One document; all when left out.")] = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """Show documents of one kind (all of them, or one by name)."""
+    try:
+        path = resolve_kind(kind)[1]
+        api = client(ctx)
+        if name is not None:
+            documents = [api.json("GET", f"/v1/{path}/{_quote(name)}")]
+        else:
+            documents = list(_all_pages(api, f"/v1/{path}"))
+    except CliError as error:
+        raise fail(error) from None
+    if output is Output.json:
+        render.print_json(documents[0] if name is not None else documents)
+        return
+    if output is Output.yaml:
+        render.print_yaml(documents)
+        return
+    if not documents:
+        print(f"no {path}", file=sys.stderr)
+        return
+    render.print_table(
+        ("NAME", "REVISION", "UPDATED", "WARNINGS", "SUMMARY"),
+        (
+            (
+                d["name"],
+                str(d.get("revision", "")),
+                render.ago(d.get("updated_at")),
+                str(len(d.get("warnings") or [])),
+                render.summary(d),
+            )
+            for d in documents
+        ),
+    )
+
+
+def _quote(name: str) -> str:
+    from urllib.parse import quote
+
+    return quote(name, safe="")
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    kind: KindArgument,
+    name: Annotated[str, typer.Argument(help="The document's name.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check only; delete nothing.")] = False,
+) -> None:
+    """Delete one document (refused while others refer to it)."""
+    try:
+        kind_name, path = resolve_kind(kind)
+        answer = client(ctx).request(
+            "DELETE", f"/v1/{path}/{_quote(name)}", query={"dry_run": dry_run or None}
+        )
+    except CliError as error:
+        raise fail(error) from None
+    if dry_run:
+        print(f"(dry run) {kind_name}/{name} would be deleted; nothing was saved")
+    else:
+        revision = answer.headers.get("x-config-revision")
+        print(f"{kind_name}/{name} deleted" + (f" (revision {revision})" if revision else ""))
+
+
+# -- status -------------------------------------------------------------------------------------
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    node_id: Annotated[
+        str | None, typer.Argument(help="One proxy in detail; all of them when left out.")
+    ] = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """The sync status of every proxy (like istioctl proxy-status), or of one in detail."""
+    try:
+        api = client(ctx)
+        if node_id is not None:
+            proxies = [api.json("GET", f"/v1/proxies/{_quote(node_id)}")]
+        else:
+            proxies = api.json("GET", "/v1/proxies")["items"]
+    except CliError as error:
+        raise fail(error) from None
+    if output is not Output.table:
+        _dump(proxies[0] if node_id is not None else proxies, output)
+        return
+    if node_id is not None:
+        _status_of_one(proxies[0])
+        return
+    if not proxies:
+        print("no proxies are connected", file=sys.stderr)
+        return
+    rows = []
+    for proxy in proxies:
+        types = proxy.get("types", {})
+        cells = [
+            render.status_text(types[t]["status"]) if t in types else render.status_text("-")
+            for t in render.TYPE_COLUMNS
+        ]
+        state = "yes" if proxy["connected"] else f"no ({render.ago(proxy['disconnected_at'])})"
+        rows.append(
+            [
+                proxy["node_id"],
+                proxy["group"],
+                state,
+                proxy["stream_kind"],
+                proxy["envoy_version"],
+                *cells,
+            ]
+        )
+    render.print_table(
+        ("NODE", "GROUP", "CONNECTED", "STREAM", "ENVOY", *render.TYPE_COLUMNS), rows
+    )
+
+
+def _status_of_one(proxy: dict[str, Any]) -> None:
+    connected = (
+        f"connected since {proxy['connected_since']}"
+        if proxy["connected"]
+        else f"disconnected at {proxy['disconnected_at']}"
+    )
+    print(
+        f"{proxy['node_id']} (group {proxy['group']}, Envoy {proxy['envoy_version']}, "
+        f"{proxy['stream_kind']}, {proxy['peer']}): {proxy['status']}, {connected}"
+    )
+    rows = []
+    nacks = []
+    for short, entry in proxy.get("types", {}).items():
+        rows.append(
+            [
+                short,
+                render.status_text(entry["status"]),
+                render.short_version(entry["sent_version"]),
+                render.ago(entry["sent_at"]),
+                render.short_version(entry["acked_version"]),
+                str(entry["resources"]),
+            ]
+        )
+        nack = entry.get("last_nack")
+        if nack:
+            nacks.append(f"{short} NACK of {nack['version']} at {nack['at']}: {nack['message']}")
+    render.print_table(("TYPE", "STATUS", "SENT", "SENT AGO", "ACKED", "RESOURCES"), rows)
+    for line in nacks:
+        print(line)
+
+
+# -- events -------------------------------------------------------------------------------------
+
+
+@app.command()
+def events(
+    ctx: typer.Context,
+    types: Annotated[
+        str | None, typer.Option(help="Only these types, comma-separated (e.g. nack,ack).")
+    ] = None,
+    since: Annotated[
+        int | None, typer.Option(min=0, help="Start after this event id (0: all kept).")
+    ] = None,
+    count: Annotated[int | None, typer.Option(min=1, help="Exit after this many events.")] = None,
+    output: Annotated[
+        Output, typer.Option("--output", "-o", help="table (one line per event) or json.")
+    ] = Output.table,
+) -> None:
+    """Follow the server's events (config revisions, snapshots, proxies, ACK/NACK)."""
+    seen = 0
+    try:
+        fields: dict[str, str] = {}
+        data: list[str] = []
+        for line in client(ctx).lines("/v1/events", {"types": types, "since": since}):
+            if line.startswith(":"):
+                continue
+            if line:
+                name, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if name == "data":
+                    data.append(value)
+                else:
+                    fields[name] = value
+                continue
+            if data:
+                event = json.loads("\n".join(data))
+                if output is Output.table:
+                    print(_event_line(fields.get("event", "message"), event), flush=True)
+                else:
+                    print(json.dumps(event), flush=True)
+                seen += 1
+                if count is not None and seen >= count:
+                    return
+            fields, data = {}, []
+    except CliError as error:
+        raise fail(error) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def _event_line(kind: str, event: dict[str, Any]) -> str:
+    details = " ".join(
+        f"{key}={value}"
+        for key, value in event.items()
+        if key not in ("id", "type", "time") and value is not None
+    )
+    return f"{event.get('id', '-')} {event.get('time', '-')} {kind} {details}".rstrip()
+
+
+# -- history and rollback -----------------------------------------------------------------------
+
+
+@app.command()
+def history(
+    ctx: typer.Context,
+    kind: Annotated[str | None, typer.Option(help="Only this kind.")] = None,
+    name: Annotated[str | None, typer.Option(help="Only documents with this name.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Entries to show.")] = 20,
+    output: OutputOption = Output.table,
+) -> None:
+    """Config history, newest revision first."""
+    try:
+        kind_name = resolve_kind(kind)[0] if kind is not None else None
+        page = client(ctx).json(
+            "GET", "/v1/history", query={"kind": kind_name, "name": name, "limit": limit}
+        )
+    except CliError as error:
+        raise fail(error) from None
+    entries = page.get("items", [])
+    if output is not Output.table:
+        _dump(entries, output)
+        return
+    if not entries:
+        print("no history yet", file=sys.stderr)
+        return
+    render.print_table(
+        ("REVISION", "TIME", "ACTOR", "OPERATION", "DOCUMENT", "NOTE"),
+        (
+            (
+                str(e["revision"]),
+                e["time"],
+                e["actor"],
+                e["operation"],
+                f"{e['kind']}/{e['name']}",
+                e.get("note") or "",
+            )
+            for e in entries
+        ),
+    )
+
+
+@app.command()
+def rollback(
+    ctx: typer.Context,
+    revision: Annotated[int, typer.Argument(min=0, help="The revision to restore (0: empty).")],
+    note: Annotated[str | None, typer.Option(help="Recorded in history.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would change; save nothing.")
+    ] = False,
+    output: OutputOption = Output.table,
+) -> None:
+    """Restore the documents of an earlier revision, as a new revision."""
+    body: dict[str, Any] = {"revision": revision}
+    if note is not None:
+        body["note"] = note
+    try:
+        answer = client(ctx).json(
+            "POST",
+            "/v1/rollback",
+            query={"dry_run": dry_run or None},
+            body=json.dumps(body).encode(),
+        )
+    except CliError as error:
+        raise fail(error) from None
+    if output is not Output.table:
+        _dump(answer, output)
+        return
+    prefix = "(dry run) " if answer.get("dry_run") else ""
+    for change in answer.get("changes", []):
+        print(f"{prefix}{change['kind']}/{change['name']} {change['operation']}")
+    if answer["revision"] == answer["base_revision"]:
+        print(f"revision {answer['revision']} already has the documents of revision {revision}")
+    elif prefix:
+        print(f"(dry run) would restore revision {revision} as revision {answer['revision']}")
+    else:
+        print(f"restored revision {revision} as revision {answer['revision']}")
+
+
+# -- offline: validate, bootstrap ---------------------------------------------------------------
+
+
+@app.command()
+def validate(filename: FileOption) -> None:
+    """Check documents offline: syntax, each document, and the documents together."""
+    from xds_server.cli.validate import validate_text
+
+    try:
+        raw, is_json = read_file(filename)
+    except CliError as error:
+        raise fail(error) from None
+    result = validate_text(raw, json_body=is_json)
+    for warning in result.warnings:
+        print(f"warning: {error_item_line(warning)}", file=sys.stderr)
+    if not result.ok:
+        print(f"error: {filename}: {result.summary}", file=sys.stderr)
+        for problem in result.errors:
+            print("  " + error_item_line(problem), file=sys.stderr)
+        raise typer.Exit(1)
+    count = len(result.documents)
+    print(f"{filename}: {count} document{'s' if count != 1 else ''} valid")
+
+
+@app.command()
+def bootstrap(
+    node_id: Annotated[str, typer.Option("--node-id", help="The Envoy's node id.")],
+    group: Annotated[str, typer.Option("--group", help="Its proxy group (node.cluster).")],
+    ads: Annotated[
+        str, typer.Option("--ads", help="The server's ADS address, HOST:PORT.")
+    ] = "127.0.0.1:18000",
+    delta: Annotated[bool, typer.Option("--delta", help="Incremental xDS (DELTA_GRPC).")] = False,
+    admin: Annotated[
+        str, typer.Option("--admin", help="Envoy's own admin address, HOST:PORT (port 0: any).")
+    ] = "127.0.0.1:9901",
+    tls: Annotated[
+        bool, typer.Option("--tls", help="TLS to the control plane (implied by --ca/--cert).")
+    ] = False,
+    ca: Annotated[
+        str | None, typer.Option("--ca", help="CA file verifying the server (default: system).")
+    ] = None,
+    cert: Annotated[
+        str | None, typer.Option("--cert", help="Envoy's client certificate (mTLS).")
+    ] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Its private key (mTLS).")] = None,
+    sni: Annotated[
+        str | None, typer.Option("--sni", help="Server name to verify (default: ADS host).")
+    ] = None,
+    output: Annotated[
+        BootstrapFormat, typer.Option("--output", "-o", help="yaml (default) or json.")
+    ] = BootstrapFormat.yaml,
+) -> None:
+    """Print an Envoy bootstrap for this server (envoy -c FILE)."""
+    from xds_server.cli.bootstrap import BootstrapError, HostPort, TlsOptions
+    from xds_server.cli.bootstrap import bootstrap as build
+
+    try:
+        tls_options = (
+            TlsOptions(ca=ca, cert=cert, key=key, sni=sni)
+            if tls or any(v is not None for v in (ca, cert, key, sni))
+            else None
+        )
+        document = build(
+            node_id,
+            group,
+            ads=HostPort.parse(ads, "--ads"),
+            delta=delta,
+            admin=HostPort.parse(admin, "--admin", any_port=True),
+            tls=tls_options,
+        )
+    except BootstrapError as error:
+        raise fail(CliError([f"error: {error}"], code=2)) from None
+    if output is BootstrapFormat.json:
+        render.print_json(document)
+    else:
+        sys.stdout.write(yaml.safe_dump(document, sort_keys=False, default_flow_style=False))
+
+
+cli_store.register(app)  # store export / store import (offline, on the store itself)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The console script: ``xds-server``."""
+    try:
+        app(args=list(argv) if argv is not None else None, prog_name="xds-server")
+    except SystemExit as done:
+        code = done.code
+        if code is None:
+            return 0
+        return code if isinstance(code, int) else 1
+    return 0
