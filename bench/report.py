@@ -192,7 +192,7 @@ def plot_cdf(
         if not data:
             continue
         ys = [(i + 1) / len(data) for i in range(len(data))]
-        ax.step(data, ys, where="post", label=f"{label} (n={len(data)})")
+        ax.step(data, ys, where="post", label=label)
     for label, x in (marks or {}).items():
         ax.axvline(x, linestyle="--", color="grey", linewidth=1)
         ax.text(x, 0.02, f" {label}", rotation=90, color="grey", va="bottom")

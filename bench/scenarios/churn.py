@@ -61,6 +61,11 @@ def run(ctx: Context) -> dict[str, Any]:
             cpu = stack.window(start, end)
             cpu_settle = stack.window(start, settled)
         summary = change_summary(results)
+        step = max(1, len(results) // 300)
+        summary["timeline"] = [  # (seconds into the churn, seconds until all ACKed)
+            (round(r.change.at - start, 3), round(r.all_acked, 3) if r.all_acked else None)
+            for r in results[::step]
+        ]
         summary.update(
             {
                 "proxies": n,

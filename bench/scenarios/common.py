@@ -9,7 +9,7 @@ from typing import Any
 
 from bench import report
 from bench.baseline import Captured
-from bench.capture import capture, save
+from bench.capture import save
 from bench.procs import Subprocess
 from bench.simulator.fleet import ALL_TYPES, ChangeResult, Fleet, FleetSpec
 from bench.stack import Context
@@ -132,7 +132,3 @@ class Baseline:
         at = time.monotonic()
         self._push(str(variant).encode(), timeout=30)
         return at
-
-
-def capture_from(ads: str, service: str) -> Captured:
-    return capture(ads, service)

@@ -8,7 +8,8 @@ import time
 from typing import Any
 
 from bench import report
-from bench.scenarios.common import Baseline, capture_from, connect, fleet_spec
+from bench.capture import capture
+from bench.scenarios.common import Baseline, connect, fleet_spec
 from bench.simulator.fleet import Fleet
 from bench.stack import Context, Stack
 from bench.workload import service_name
@@ -46,7 +47,7 @@ def run(ctx: Context) -> dict[str, Any]:
                 per_mode[mode] = _storm(ctx, stack, stack.ads, n, mode, "xds-server")
                 # Let the server drop the finished streams before the next storm.
                 time.sleep(2.0)
-            captured = capture_from(stack.ads, service_name(0))
+            captured = capture(stack.ads, service_name(0))
         with Baseline(ctx, captured, f"storm-{n}") as baseline:
             base = _storm(ctx, stack, baseline.target, n, "sotw", "wire baseline")
         ours = per_mode["sotw"]["all_synced_s"]

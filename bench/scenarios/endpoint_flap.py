@@ -8,7 +8,8 @@ import time
 from typing import Any
 
 from bench import report
-from bench.scenarios.common import Baseline, capture_from, change_summary, connect, fleet_spec
+from bench.capture import capture
+from bench.scenarios.common import Baseline, change_summary, connect, fleet_spec
 from bench.simulator.fleet import Change, ChangeResult, Fleet
 from bench.stack import Context, Stack
 from bench.workload import service_name
@@ -76,7 +77,7 @@ def run(ctx: Context) -> dict[str, Any]:
             for mode in modes:
                 ours[mode] = _flap_ours(ctx, stack, n, mode)
                 time.sleep(1.0)
-            captured = capture_from(stack.ads, service_name(SERVICE))
+            captured = capture(stack.ads, service_name(SERVICE))
         base: dict[str, Any] = {}
         with Baseline(ctx, captured, f"flap-{n}") as baseline:
             for mode in modes:
@@ -126,7 +127,9 @@ def run(ctx: Context) -> dict[str, Any]:
         for mode, s in r["xds_server"].items():
             series[f"xds-server {mode}, {r['proxies']} proxies"] = s["per_proxy_quantiles"]
         for mode, s in r["wire_baseline"].items():
-            series[f"wire baseline {mode}, {r['proxies']} proxies"] = s["per_proxy_quantiles"]
+            series[f"wire baseline {mode}, {r['proxies']} proxies (from its push)"] = s[
+                "per_proxy_quantiles"
+            ]
     if len(runs) > 1:
         vs_n: dict[str, list[tuple[int, float]]] = {}
         for r in runs:

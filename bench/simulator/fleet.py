@@ -6,7 +6,7 @@ import contextlib
 import multiprocessing
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -222,7 +222,3 @@ class Fleet:
         for reply in self._ask("results"):
             proxies.extend(reply)
         return sorted(proxies, key=lambda p: p["index"])
-
-
-def with_target(spec: FleetSpec, target: str) -> FleetSpec:
-    return replace(spec, target=target)

@@ -138,7 +138,6 @@ class SimProxy:
 class SotwProxy(SimProxy):
     async def stream(self, channel: Any) -> None:
         call = channel.stream_stream(SOTW_METHOD)()
-        self._call = call
         node = node_bytes(self.node_id, self.group)
         first = CLUSTER if self.wants(CLUSTER) else LISTENER
         self.tracks[first].requested = True
@@ -208,16 +207,10 @@ class SotwProxy(SimProxy):
             type_url, version=track.version, nonce=track.nonce, names=track.names_field
         )
 
-    def cancel(self) -> None:
-        call = getattr(self, "_call", None)
-        if call is not None:
-            call.cancel()
-
 
 class DeltaProxy(SimProxy):
     async def stream(self, channel: Any) -> None:
         call = channel.stream_stream(DELTA_METHOD)()
-        self._call = call
         node = node_bytes(self.node_id, self.group)
         first = CLUSTER if self.wants(CLUSTER) else LISTENER
         self.tracks[first].requested = True
@@ -288,11 +281,6 @@ class DeltaProxy(SimProxy):
             return False
         return not self.wants(ENDPOINT) or eds.subscribed <= eds.have
 
-    def cancel(self) -> None:
-        call = getattr(self, "_call", None)
-        if call is not None:
-            call.cancel()
-
 
 class RestPoller(SimProxy):
     """Envoy's REST-JSON xDS (``api_type: REST``): POST ``/v3/discovery:clusters`` every
@@ -341,6 +329,3 @@ class RestPoller(SimProxy):
                     self.error = f"HTTP {reply.status}: {raw[:200]!r}"
                     return
             await asyncio.sleep(self.interval)
-
-    def cancel(self) -> None:
-        pass
