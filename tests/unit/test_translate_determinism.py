@@ -53,9 +53,9 @@ def serialised(translation: Translation) -> list[bytes]:
 
 def clear_caches() -> None:
     clusters.cluster.cache_clear()
-    endpoints.load_assignment.cache_clear()
+    endpoints.clear_caches()
     listeners.listener.cache_clear()
-    routes._envoy_routes.cache_clear()
+    routes.clear_caches()
     routes._route_configuration.cache_clear()
 
 

@@ -88,8 +88,27 @@ def _locality_key(endpoint: Endpoint) -> tuple[int, str, str]:
     return (min(max(endpoint.priority, 0), _MAX_PRIORITY), endpoint.region, endpoint.zone)
 
 
-@lru_cache(maxsize=8192)
+#: Sources hand over unchanged ``Service`` objects as they are, so looking a service up by
+#: identity first skips hashing its endpoints (half the cost of a one-service change at
+#: 1,000 services x 10 endpoints). The entry holds the service, so its id cannot be reused.
+_BY_IDENTITY: dict[int, tuple[Service, Message]] = {}
+_IDENTITY_LIMIT = 8192
+
+
 def load_assignment(service: Service) -> Message:
+    """The endpoints of ``service``, memoised by identity, then by value."""
+    hit = _BY_IDENTITY.get(id(service))
+    if hit is not None and hit[0] is service:
+        return hit[1]
+    message = _load_assignment(service)
+    if len(_BY_IDENTITY) >= _IDENTITY_LIMIT:
+        _BY_IDENTITY.clear()
+    _BY_IDENTITY[id(service)] = (service, message)
+    return message
+
+
+@lru_cache(maxsize=8192)
+def _load_assignment(service: Service) -> Message:
     """The endpoints of ``service``; the assignment is named after the service (its cluster)."""
     groups: dict[tuple[int, str, str], list[Endpoint]] = {}
     for endpoint in service.endpoints:
@@ -115,3 +134,9 @@ def load_assignment(service: Service) -> Message:
 def empty_load_assignment(name: str) -> Message:
     """For a referenced service with no instances: Envoy answers 503 until some appear."""
     return load_assignment(Service(name))
+
+
+def clear_caches() -> None:
+    """Forget every memoised assignment (tests prove the caches change nothing)."""
+    _BY_IDENTITY.clear()
+    _load_assignment.cache_clear()

@@ -80,7 +80,39 @@ def envoy_routes(
             key=lambda item: item[0],
         )
     )
-    return _envoy_routes(entry, retries, services, limits)
+    objects = (entry, *(p for _, p in retries), *(p for _, p in services), *(p for _, p in limits))
+    key = (
+        id(entry),
+        tuple((n, id(p)) for n, p in retries),
+        tuple((n, id(p)) for n, p in services),
+        tuple((n, id(p)) for n, p in limits),
+    )
+    hit = _BY_IDENTITY.get(key)
+    if (
+        hit is not None
+        and len(hit[0]) == len(objects)
+        and all(a is b for a, b in zip(hit[0], objects, strict=True))
+    ):
+        return hit[1]
+    result = _envoy_routes(entry, retries, services, limits)
+    if len(_BY_IDENTITY) >= _IDENTITY_LIMIT:
+        _BY_IDENTITY.clear()
+    _BY_IDENTITY[key] = (objects, result)
+    return result
+
+
+#: An inventory change leaves every document object as it was: looking a route up by the
+#: identity of its document and policies first skips hashing the pydantic models (the
+#: larger part of translating after one endpoint change). The entry holds the objects, so
+#: their ids cannot be reused while it lives.
+_BY_IDENTITY: dict[tuple[Any, ...], tuple[tuple[object, ...], tuple[EnvoyRoute, ...]]] = {}
+_IDENTITY_LIMIT = 8192
+
+
+def clear_caches() -> None:
+    """Forget every memoised route (tests prove the caches change nothing)."""
+    _BY_IDENTITY.clear()
+    _envoy_routes.cache_clear()
 
 
 def _per_filter_configs(
