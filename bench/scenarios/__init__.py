@@ -17,6 +17,7 @@ def scenarios() -> dict[str, Scenario]:
         connect_storm,
         endpoint_flap,
         idle,
+        load_held,
         route_change,
         sovereign,
         translate,
@@ -31,6 +32,7 @@ def scenarios() -> dict[str, Scenario]:
         "idle": idle.run,
         "bytes_per_change": bytes_per_change.run,
         "sovereign": sovereign.run,
+        "load_held": load_held.run,
     }
 
 
@@ -43,4 +45,5 @@ NAMES = (
     "idle",
     "bytes_per_change",
     "sovereign",
+    "load_held",
 )

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Generic, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from xds_server.cache.snapshot import Snapshot
 from xds_server.cache.snapshot_cache import CacheState, SnapshotCache
@@ -118,6 +119,9 @@ class XdsStream(abc.ABC, Generic[Request]):
                 del request
         except asyncio.CancelledError:
             raise
+        except DecodeError as exc:  # not a protobuf: the client's fault, not the transport's
+            await queue.put(StreamError(grpc.StatusCode.INTERNAL, f"malformed request: {exc}"))
+            return
         except Exception as exc:  # the transport failed: end the stream quietly
             log.debug("stream %d read ended: %s", self.stream_id, exc)
         await queue.put(_END)
