@@ -8,6 +8,7 @@ translated (see ``xds_server.translate.precedence``).
 
 from __future__ import annotations
 
+from collections import Counter
 from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Final, Literal
 
@@ -48,7 +49,9 @@ def _exactly_one(model: StrictModel, fields: tuple[str, ...]) -> None:
 
 
 def _unique(values: tuple[str, ...], what: str) -> tuple[str, ...]:
-    duplicates = sorted({value for value in values if values.count(value) > 1})
+    if len(set(values)) == len(values):
+        return values  # the common case, in linear time
+    duplicates = sorted(value for value, count in Counter(values).items() if count > 1)
     if duplicates:
         raise invalid("unique", f"{what} listed more than once: {', '.join(duplicates)}")
     return values

@@ -18,7 +18,7 @@ from xds_server.model.addresses import is_ip_literal
 from xds_server.model.certificate import CertificateForm, CertificateSpec
 from xds_server.model.config import Config, Entry
 from xds_server.model.document import Kind
-from xds_server.model.inventory import Inventory
+from xds_server.model.inventory import Inventory, Service
 from xds_server.model.listener import ListenerSpec
 from xds_server.model.pki import (
     CertificateSummary,
@@ -110,11 +110,28 @@ def _route_references(config: Config) -> Iterator[Problem]:
                 )
 
 
+#: Unusable-address counts by ``Service`` object: the inventory hands over unchanged services
+#: as the same objects, so a write re-checks only what changed. The entry holds the service,
+#: so its id cannot be reused while it lives.
+_UNUSABLE: dict[int, tuple[Service, int]] = {}
+
+
+def _unusable_addresses(service: Service) -> int:
+    hit = _UNUSABLE.get(id(service))
+    if hit is not None and hit[0] is service:
+        return hit[1]
+    count = sum(1 for endpoint in service.endpoints if not is_ip_literal(endpoint.address))
+    if len(_UNUSABLE) >= 8192:
+        _UNUSABLE.clear()
+    _UNUSABLE[id(service)] = (service, count)
+    return count
+
+
 def _instances_missing(service: str, inventory: Inventory) -> str | None:
     found = inventory.get(service)
     if found is None or not found.endpoints:
         return f"service {service!r} has no instances yet; Envoy answers 503 until one registers"
-    unusable = sum(1 for endpoint in found.endpoints if not is_ip_literal(endpoint.address))
+    unusable = _unusable_addresses(found)
     if unusable:
         return (
             f"service {service!r} has {unusable} instance(s) whose address is not an IP; "
