@@ -10,9 +10,11 @@ sent on the first request only (``set_node_on_first_message_only``, as envoy/boo
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,8 +63,21 @@ class TypeTrack:
     def summary(self) -> tuple[float, float, int, int, int]:
         return (self.first_ack, self.last_ack, self.responses, self.bytes, self.resources)
 
+    def received(self, version: str, nonce: str, size: int, count: int) -> None:
+        """Count one response of ``size`` bytes carrying ``count`` resources."""
+        self.version = version
+        self.nonce = nonce
+        self.responses += 1
+        self.bytes += size
+        self.resources += count
 
-class SimProxy:
+    def acked(self, at: float) -> None:
+        if not self.first_ack:
+            self.first_ack = at
+        self.last_ack = at
+
+
+class SimProxy(abc.ABC):
     """Base: identity, timings and the sync rule; subclasses speak one protocol."""
 
     def __init__(
@@ -131,8 +146,30 @@ class SimProxy:
         finally:
             self.done = True
 
+    @abc.abstractmethod
     async def stream(self, channel: Any) -> None:
-        raise NotImplementedError
+        """Speak the protocol on ``channel`` until the stream ends."""
+
+    async def _responses(self, call: Any) -> AsyncIterator[tuple[bytes, float]]:
+        """Every raw response of ``call`` with the time it arrived, until the server ends it."""
+        while True:
+            raw = await call.read()
+            if raw is grpc.aio.EOF:
+                self.error = self.error or "stream ended by the server"
+                return
+            received = now()
+            if not self.first_response_at:
+                self.first_response_at = received
+            yield raw, received
+
+    def _acked(
+        self, track: TypeTrack, type_url: str, names: list[str], received: float, size: int
+    ) -> float:
+        """Record that a response was ACKed now; returns the ACK time."""
+        acked = now()
+        track.acked(acked)
+        self.recorder.response(self.index, SHORT[type_url], names, received, acked, size)
+        return acked
 
 
 class SotwProxy(SimProxy):
@@ -143,14 +180,7 @@ class SotwProxy(SimProxy):
         self.tracks[first].requested = True
         await call.write(sotw_request(first, node=node))
         decoder = self.decoder
-        while True:
-            raw = await call.read()
-            if raw is grpc.aio.EOF:
-                self.error = self.error or "stream ended by the server"
-                return
-            received = now()
-            if not self.first_response_at:
-                self.first_response_at = received
+        async for raw, received in self._responses(call):
             response = DiscoveryResponse.FromString(raw)
             type_url = response.type_url
             track = self.tracks.get(type_url)
@@ -158,11 +188,7 @@ class SotwProxy(SimProxy):
                 continue
             decoded = decoder.sotw(response)
             names = [d.name for d in decoded]
-            track.version = response.version_info
-            track.nonce = response.nonce
-            track.responses += 1
-            track.bytes += len(raw)
-            track.resources += len(names)
+            track.received(response.version_info, response.nonce, len(raw), len(names))
             follow_up: list[bytes] = []
             if type_url in (CLUSTER, LISTENER):
                 track.have = set(names)
@@ -182,11 +208,7 @@ class SotwProxy(SimProxy):
             await call.write(self._request(type_url, track))
             for request in follow_up:
                 await call.write(request)
-            acked = now()
-            if not track.first_ack:
-                track.first_ack = acked
-            track.last_ack = acked
-            self.recorder.response(self.index, SHORT[type_url], names, received, acked, len(raw))
+            acked = self._acked(track, type_url, names, received, len(raw))
             if self.wants(LISTENER) and not self.tracks[LISTENER].requested and self._lds_ready():
                 self.tracks[LISTENER].requested = True
                 await call.write(sotw_request(LISTENER))
@@ -216,14 +238,7 @@ class DeltaProxy(SimProxy):
         self.tracks[first].requested = True
         await call.write(delta_request(first, node=node))
         decoder = self.decoder
-        while True:
-            raw = await call.read()
-            if raw is grpc.aio.EOF:
-                self.error = self.error or "stream ended by the server"
-                return
-            received = now()
-            if not self.first_response_at:
-                self.first_response_at = received
+        async for raw, received in self._responses(call):
             response = DeltaDiscoveryResponse.FromString(raw)
             type_url = response.type_url
             track = self.tracks.get(type_url)
@@ -232,11 +247,7 @@ class DeltaProxy(SimProxy):
             decoded = decoder.delta(response)
             names = [d.name for d in decoded]
             removed = list(response.removed_resources)
-            track.version = response.system_version_info
-            track.nonce = response.nonce
-            track.responses += 1
-            track.bytes += len(raw)
-            track.resources += len(names)
+            track.received(response.system_version_info, response.nonce, len(raw), len(names))
             track.have.update(names)
             track.have.difference_update(removed)
             follow_up: list[bytes] = []
@@ -263,11 +274,7 @@ class DeltaProxy(SimProxy):
             await call.write(delta_request(type_url, nonce=response.nonce))
             for request in follow_up:
                 await call.write(request)
-            acked = now()
-            if not track.first_ack:
-                track.first_ack = acked
-            track.last_ack = acked
-            self.recorder.response(self.index, SHORT[type_url], names, received, acked, len(raw))
+            acked = self._acked(track, type_url, names, received, len(raw))
             if self.wants(LISTENER) and not self.tracks[LISTENER].requested and self._lds_ready():
                 self.tracks[LISTENER].requested = True
                 await call.write(delta_request(LISTENER))
@@ -315,15 +322,11 @@ class RestPoller(SimProxy):
                     data = json.loads(raw)
                     if not self.first_response_at:
                         self.first_response_at = received
-                    track.version = str(data.get("version_info", ""))
                     resources = data.get("resources", [])
                     track.have = {str(r.get("name", "")) for r in resources}
-                    track.responses += 1
-                    track.bytes += len(raw)
-                    track.resources += len(resources)
-                    if not track.first_ack:
-                        track.first_ack = received
-                    track.last_ack = received
+                    # REST has no nonce: the version alone identifies what was received.
+                    track.received(str(data.get("version_info", "")), "", len(raw), len(resources))
+                    track.acked(received)
                     self.after_ack(received)
                 elif reply.status != 304:
                     self.error = f"HTTP {reply.status}: {raw[:200]!r}"
