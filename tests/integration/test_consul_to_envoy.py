@@ -57,15 +57,9 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     with ConsulDouble() as consul, upstreams("web-1", "web-2", "web-3", "later-1") as backends:
         for backend in backends[:2]:
             consul.register("web", "127.0.0.1", backend.port, id=backend.name, node=backend.name)
-        server = ServerProcess(
-            "--ads-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--registry",
+        server = ServerProcess.local(
+            tmp_path / "store.db",
             "consul",
-            "--store",
-            f"sqlite:{tmp_path / 'store.db'}",
             "--log-format",
             "text",
             env={"CONSUL_HTTP_ADDR": f"127.0.0.1:{consul.port}"},

@@ -41,17 +41,8 @@ def test_the_readme_walkthrough_runs_against_a_live_server(tmp_path: Path) -> No
     registry.write_text(
         "services:\n  web:\n    endpoints:\n      - {address: 127.0.0.1, port: 8081}\n"
     )
-    server = ServerProcess(
-        "--ads-listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--registry",
-        f"static:{registry}",
-        "--store",
-        f"sqlite:{tmp_path / 'store.db'}",
-        "--log-level",
-        "warning",
+    server = ServerProcess.local(
+        tmp_path / "store.db", f"static:{registry}", "--log-level", "warning"
     ).start()
     try:
         blocks = walkthrough()

@@ -22,16 +22,7 @@ async def test_serve_prints_its_addresses_and_exits_cleanly(tmp_path: Path, sign
     registry.write_text(
         "services:\n  web:\n    endpoints:\n      - {address: 127.0.0.1, port: 9}\n"
     )
-    server = ServerProcess(
-        "--ads-listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--registry",
-        f"static:{registry}",
-        "--store",
-        f"sqlite:{tmp_path / 'store.db'}",
-    ).start()
+    server = ServerProcess.local(tmp_path / "store.db", f"static:{registry}").start()
     try:
         assert server.ads_port > 0 and server.admin_port > 0
         async with httpx.AsyncClient() as http:

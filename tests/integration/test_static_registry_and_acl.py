@@ -42,18 +42,7 @@ def test_editing_the_registry_file_reaches_envoy_and_a_broken_file_loses_nothing
     seed.seed_store(store, [seed.listener("public", port), seed.route("web", "public", "web")])
     with upstreams("one", "two") as (one, two):
         registry.write_text(registry_yaml(one.port))
-        server = ServerProcess(
-            "--ads-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--registry",
-            f"static:{registry}",
-            "--store",
-            f"sqlite:{store}",
-            "--log-format",
-            "text",
-        ).start()
+        server = ServerProcess.local(store, f"static:{registry}", "--log-format", "text").start()
         try:
             with running_envoy(bootstrap(server.ads_port)) as envoy:
                 wait_for(lambda: http_get(port)[1] == "one", 30, "traffic", envoy.check_alive)
@@ -86,15 +75,9 @@ def test_editing_the_registry_file_reaches_envoy_and_a_broken_file_loses_nothing
 def test_a_wrong_consul_token_is_one_clear_error_and_not_ready(tmp_path: Path) -> None:
     with ConsulDouble(acl_token="the-right-token") as consul:
         consul.register("web", "127.0.0.1", 8081)
-        server = ServerProcess(
-            "--ads-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--registry",
+        server = ServerProcess.local(
+            tmp_path / "store.db",
             "consul",
-            "--store",
-            f"sqlite:{tmp_path / 'store.db'}",
             "--log-format",
             "text",
             env={

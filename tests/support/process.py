@@ -26,6 +26,28 @@ class ServerProcess:
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._reader: threading.Thread | None = None
 
+    @classmethod
+    def local(
+        cls,
+        store: Path,
+        registry: str = "static:",
+        *extra: str,
+        env: dict[str, str] | None = None,
+    ) -> ServerProcess:
+        """A server on free loopback ports (ADS and admin) over a SQLite store at ``store``."""
+        return cls(
+            "--ads-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--registry",
+            registry,
+            "--store",
+            f"sqlite:{store}",
+            *extra,
+            env=env,
+        )
+
     def start(self, timeout: float = 20.0) -> ServerProcess:
         self.process = subprocess.Popen(
             self.args,
