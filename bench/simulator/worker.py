@@ -120,9 +120,12 @@ class Worker:
                 grpc.aio.insecure_channel(spec.target, options=_CHANNEL_OPTIONS)
                 for _ in range(n_channels)
             ]
-        kind: type[SimProxy] = {"sotw": SotwProxy, "delta": DeltaProxy, "rest": RestPoller}[
-            spec.mode
-        ]
+        kinds: dict[str, type[SotwProxy] | type[DeltaProxy] | type[RestPoller]] = {
+            "sotw": SotwProxy,
+            "delta": DeltaProxy,
+            "rest": RestPoller,
+        }
+        kind = kinds[spec.mode]
         for i in range(spec.count):
             index = spec.first + i
             proxy = kind(
