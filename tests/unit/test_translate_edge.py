@@ -104,3 +104,29 @@ def test_filters_clusters_and_per_route_configs() -> None:
     assert bucket.token_bucket.max_tokens == 5
     stats = routes["stats"].virtual_hosts[0].routes[0]
     assert (stats.match.path, stats.route.prefix_rewrite) == ("/metrics", "/stats/prometheus")
+
+
+def test_rate_limit_response_header_values_are_literal() -> None:
+    """Envoy reads ``%`` in an added header value as a command operator; a value is literal."""
+    config = Config.from_documents(
+        [
+            doc("Listener", "public", port=80),
+            doc(
+                "RateLimitPolicy",
+                "rl",
+                listeners=["public"],
+                requests=1,
+                response_headers={"x-limit": "100% used", "x-host": "%HOSTNAME%"},
+            ),
+            doc("Route", "web", listeners=["public"], rules=[{"backends": [{"service": "web"}]}]),
+        ]
+    )
+    inventory = Inventory.of({"web": Service("web", (Endpoint("10.0.0.1", 80),))})
+    listener = translate(inventory, config).default.listeners[0]
+    manager = hcm_pb2.HttpConnectionManager()
+    listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
+    (limit,) = [f for f in manager.http_filters if f.name == "envoy.filters.http.local_ratelimit"]
+    bucket = local_rate_limit_pb2.LocalRateLimit()
+    limit.typed_config.Unpack(bucket)
+    values = {h.header.key: h.header.value for h in bucket.response_headers_to_add}
+    assert values == {"x-limit": "100%% used", "x-host": "%%HOSTNAME%%"}

@@ -21,6 +21,7 @@ from envoy.type.v3 import http_status_pb2, percent_pb2, token_bucket_pb2
 from google.protobuf import wrappers_pb2
 
 from xds_server.model.rate_limit import RateLimitPolicySpec
+from xds_server.translate.headers import literal
 from xds_server.translate.protos import duration, pack, uint32
 
 LOCAL_RATE_LIMIT: Final = "envoy.filters.http.local_ratelimit"
@@ -59,7 +60,7 @@ def local_rate_limit(stat_prefix: str, spec: RateLimitPolicySpec | None) -> Any:
     config.status.CopyFrom(http_status_pb2.HttpStatus(code=spec.status))  # type: ignore[arg-type]
     config.response_headers_to_add.extend(
         base_pb2.HeaderValueOption(
-            header=base_pb2.HeaderValue(key=name, value=value),
+            header=base_pb2.HeaderValue(key=name, value=literal(value)),
             append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
         )
         for name, value in sorted(spec.response_headers.items())
