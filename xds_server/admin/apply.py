@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 
 from xds_server.admin import responses as docs
 from xds_server.admin.body import read_values
-from xds_server.admin.documents import change_of, documents_for_apply, invalid
+from xds_server.admin.documents import documents_for_apply, invalid
 from xds_server.admin.problem import problem_items
 from xds_server.admin.services import AdminServices
 from xds_server.admin.views import write_view
@@ -55,7 +55,7 @@ def apply_router(services: AdminServices) -> APIRouter:
         position = {(d.kind, d.name): index for index, d in enumerate(documents)}
         try:
             outcome = await services.writer.commit(
-                [change_of(d) for d in documents], services.actor(request), dry_run=dry_run
+                [services.change_of(d) for d in documents], services.actor(request), dry_run=dry_run
             )
         except ValidationFailed as failed:
             raise invalid(

@@ -1,9 +1,8 @@
 """Store states as parsed ``Config``\\ s, and their validation reports.
 
 Parsing every document on every request would cost as much as the rest of the request
-together, so parsed documents are kept between calls: the store shares unchanged documents
-between states, and a document whose spec is the very same object (and whose age is the
-same) needs no second parse. Documents that do not parse (stored by another version) are
+together, so parsed documents are kept between calls (``ConfigParser``): only a document
+that changed is parsed again. Documents that do not parse (stored by another version) are
 left out of the config and reported as errors of the state.
 """
 
@@ -17,19 +16,18 @@ from types import MappingProxyType
 from typing import Any
 
 from xds_server.admin.certificates import shared_reader
-from xds_server.admin.kinds import kind_named, resource_kinds
+from xds_server.admin.kinds import kind_named
 from xds_server.model import (
+    AnyDocument,
     Config,
-    Entry,
-    InvalidDocuments,
     Inventory,
     Problem,
     ValidationReport,
-    parse_spec,
     validate_config,
 )
+from xds_server.model.config_parser import ConfigParser
 from xds_server.model.validation import FileReader
-from xds_server.store import ConfigState, DocKey, Document
+from xds_server.store import ConfigState, DocKey
 
 #: A checked state is reused for this long (seconds) at most: certificate expiry depends on
 #: the clock, and certificate files may change on disk.
@@ -72,13 +70,6 @@ class CheckedState:
         return entry.spec if entry is not None else None
 
 
-@dataclass(frozen=True, slots=True)
-class _Parsed:
-    spec: Mapping[str, Any]
-    created_revision: int
-    result: Entry[Any] | tuple[Problem, ...]
-
-
 class ConfigChecker:
     """Certificates are checked for expiry against ``clock`` and, when given as paths, read
     with ``read_file`` (so tests can fake both)."""
@@ -88,11 +79,12 @@ class ConfigChecker:
         inventory: Callable[[], Inventory],
         clock: Callable[[], datetime.datetime] = _utc_now,
         read_file: FileReader | None = None,
+        parser: ConfigParser | None = None,
     ) -> None:
         self._inventory = inventory
         self._clock = clock
         self._read_file = read_file if read_file is not None else shared_reader()
-        self._parsed: dict[DocKey, _Parsed] = {}
+        self._parser = parser if parser is not None else ConfigParser()
         self._last: tuple[ConfigState, Inventory, CheckedState, float] | None = None
 
     def check(self, state: ConfigState) -> CheckedState:
@@ -121,32 +113,12 @@ class ConfigChecker:
         self._last = (state, self._inventory(), checked, time.monotonic())
         return checked
 
-    def _config_of(self, state: ConfigState) -> tuple[Config, list[Problem]]:
-        parsed = {key: self._parse(doc) for key, doc in state.documents.items()}
-        self._parsed = parsed  # keep only what the latest state has
-        fields: dict[str, dict[str, Entry[Any]]] = {k.config_field: {} for k in resource_kinds()}
-        errors: list[Problem] = []
-        for (kind, name), item in sorted(parsed.items()):
-            resource = kind_named(kind)
-            if isinstance(item.result, Entry) and resource is not None:
-                fields[resource.config_field][name] = item.result
-            elif isinstance(item.result, tuple):
-                errors.extend(item.result)
-        config = Config(**{f: MappingProxyType(entries) for f, entries in fields.items()})
-        return config, errors
+    def remember(self, document: AnyDocument, raw: Mapping[str, Any]) -> None:
+        """``raw`` (a stored spec) is ``document``'s spec, already parsed: not parsed again."""
+        self._parser.remember(document.kind, document.name, raw, document.spec)
 
-    def _parse(self, doc: Document) -> _Parsed:
-        known = self._parsed.get(doc.key)
-        if (
-            known is not None
-            and known.spec is doc.spec
-            and known.created_revision == doc.created_revision
-        ):
-            return known
-        result: Entry[Any] | tuple[Problem, ...]
-        try:
-            spec = parse_spec(doc.kind, doc.name, doc.spec)
-            result = Entry(doc.name, spec, doc.created_revision)
-        except InvalidDocuments as error:
-            result = tuple(error.problems)
-        return _Parsed(doc.spec, doc.created_revision, result)
+    def _config_of(self, state: ConfigState) -> tuple[Config, list[Problem]]:
+        return self._parser.parse(
+            (doc.kind, doc.name, doc.spec, doc.created_revision)
+            for doc in sorted(state.documents.values(), key=lambda doc: doc.key)
+        )

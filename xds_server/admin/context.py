@@ -18,6 +18,7 @@ from xds_server.admin.health import ReadinessCheck
 from xds_server.cache.snapshot_cache import SnapshotCache
 from xds_server.cache.status import ProxyRegistry
 from xds_server.model import Config, Inventory
+from xds_server.model.config_parser import ConfigParser
 from xds_server.store import ConfigStore
 
 #: ``(before, after) -> what would change in Envoy``: a JSON object (e.g. resources added,
@@ -55,3 +56,6 @@ class AdminContext:
     events: EventLog | None = None
     #: What /metrics exposes; the admin API adds its request metrics to it.
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
+    #: Parses stored documents, remembering them; shared with the snapshot pipeline so that
+    #: a document the API parsed is not parsed again for Envoy.
+    parser: ConfigParser = field(default_factory=ConfigParser)

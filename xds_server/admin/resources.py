@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 
 from xds_server.admin import responses as docs
 from xds_server.admin.body import read_values
-from xds_server.admin.documents import change_of, document_for_put
+from xds_server.admin.documents import document_for_put
 from xds_server.admin.kinds import ResourceKind
 from xds_server.admin.paging import decode_token, encode_token
 from xds_server.admin.preconditions import if_match, if_none_match, not_modified
@@ -166,7 +166,7 @@ def resource_router(kind: ResourceKind, services: AdminServices) -> APIRouter:
     ) -> Response:
         document = document_for_put(kind, name, await read_values(request))
         current = store.current().get(kind.kind.value, name)
-        change = change_of(
+        change = services.change_of(
             document,
             if_match=if_match(if_match_header, current),
             if_none_match=if_none_match(if_none_match_header, current),

@@ -13,9 +13,8 @@ from typing import Any, Generic, TypeVar
 
 from xds_server.model.auth import AuthPolicySpec
 from xds_server.model.certificate import CertificateSpec
-from xds_server.model.document import AnyDocument, Kind, document_of, parse_spec
+from xds_server.model.document import AnyDocument, Kind, document_of
 from xds_server.model.listener import ListenerSpec
-from xds_server.model.problems import InvalidDocuments, Problem
 from xds_server.model.rate_limit import RateLimitPolicySpec
 from xds_server.model.retry import RetryPolicySpec
 from xds_server.model.route import RouteSpec
@@ -84,30 +83,15 @@ class Config:
     @staticmethod
     def from_documents(documents: Iterable[RawDocument]) -> Config:
         """Parse raw documents; raise ``InvalidDocuments`` listing every problem found."""
-        entries: dict[Kind, dict[str, Entry[Any]]] = {kind: {} for kind in Kind}
-        problems: list[Problem] = []
-        for kind, name, spec, created_revision in documents:
-            try:
-                parsed = parse_spec(kind, name, spec)
-            except InvalidDocuments as error:
-                problems.extend(error.problems)
-                continue
-            by_name = entries[Kind(kind)]
-            if name in by_name:
-                problems.append(Problem(kind, name, "name", "the document is listed twice"))
-                continue
-            by_name[name] = Entry(name, parsed, created_revision)
-        if problems:
-            raise InvalidDocuments(problems)
+        from xds_server.model.config_parser import ConfigParser  # it builds on this module
+
+        return ConfigParser().config_of(documents)
+
+    @staticmethod
+    def of_entries(entries: Mapping[Kind, Mapping[str, Entry[Any]]]) -> Config:
+        """A config of parsed entries, by kind then name (kinds left out are empty)."""
         return Config(
-            listeners=_frozen(entries[Kind.LISTENER]),
-            routes=_frozen(entries[Kind.ROUTE]),
-            retry_policies=_frozen(entries[Kind.RETRY_POLICY]),
-            service_policies=_frozen(entries[Kind.SERVICE_POLICY]),
-            tls_policies=_frozen(entries[Kind.TLS_POLICY]),
-            certificates=_frozen(entries[Kind.CERTIFICATE]),
-            auth_policies=_frozen(entries[Kind.AUTH_POLICY]),
-            rate_limit_policies=_frozen(entries[Kind.RATE_LIMIT_POLICY]),
+            **{_FIELD_OF_KIND[kind]: _frozen(by_name) for kind, by_name in entries.items()}
         )
 
     def _entries(self, kind: Kind) -> Mapping[str, Entry[Any]]:
