@@ -24,12 +24,14 @@ from xds_server.admin.auth import TokenFile, install_auth, request_actor
 from xds_server.admin.context import AdminContext
 from xds_server.admin.server import AdminServer
 from xds_server.cache.snapshot_cache import SnapshotCache
-from xds_server.cache.status import ProxyRegistry
+from xds_server.cache.status import ProxyEvent, ProxyRegistry
+from xds_server.memory import MemoryReleaser, malloc_trim
 from xds_server.model.config import Config
+from xds_server.model.config_parser import ConfigParser
 from xds_server.model.inventory import Inventory
 from xds_server.model.problems import InvalidDocuments
 from xds_server.observability.hub import Observability
-from xds_server.pipeline import SnapshotPipeline
+from xds_server.pipeline import BuildResult, SnapshotPipeline
 from xds_server.preview import preview_for
 from xds_server.security_settings import check_admin_exposure
 from xds_server.server.grpc_server import start_ads_server
@@ -144,9 +146,12 @@ def source_name(source: InventorySource) -> str:
     return type(source).__name__.lower()
 
 
-def config_of(state: ConfigState) -> Config:
-    """The operator config of a store state (documents were validated when written)."""
-    return Config.from_documents(
+def config_of(state: ConfigState, parser: ConfigParser | None = None) -> Config:
+    """The operator config of a store state (documents were validated when written).
+
+    With ``parser``, only the documents that changed since its last call are parsed again.
+    """
+    return (parser or ConfigParser()).config_of(
         (doc.kind, doc.name, doc.spec, doc.created_revision) for doc in state.documents.values()
     )
 
@@ -168,6 +173,10 @@ class XdsServerApp:
     _grpc: grpc.aio.Server | None = None
     _admin: AdminServer | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    #: Parses each revision's documents for the pipeline, keeping what did not change.
+    _parser: ConfigParser = field(default_factory=ConfigParser)
+    #: Hands memory freed by dropped streams and replaced snapshots back to the OS.
+    _memory: MemoryReleaser = field(default_factory=lambda: MemoryReleaser(malloc_trim()))
 
     async def start(self) -> None:
         settings = self.settings
@@ -187,11 +196,14 @@ class XdsServerApp:
             self.cache,
             translate,
             Inventory(synced=False),
-            config_of(self.store.current()),
+            config_of(self.store.current(), self._parser),
             debounce=settings.debounce,
             max_delay=settings.max_delay,
-            on_build=observability.on_build,
+            on_build=self._on_build,
         )
+        self.registry.observe(self._on_proxy_event)
+        self._memory.on_trim = observability.metrics.on_memory_trim
+        self._spawn(self._memory.run(), "memory")
         self._spawn(self.source.run(self._on_inventory), "registry")
         self._spawn(observability.watch_source(), "registry status")
         self._spawn(self._follow_store(), "store")
@@ -212,6 +224,7 @@ class XdsServerApp:
                 events=observability.events,
                 metrics=observability.metrics_registry,
                 actor=request_actor,
+                parser=self._parser,
             )
         )
         if admin_tokens is not None:
@@ -259,12 +272,21 @@ class XdsServerApp:
             # publishing), so the first sync is an event at once, not at the next poll.
             asyncio.get_running_loop().call_soon(self.observability.check_source)
 
+    def _on_build(self, result: BuildResult) -> None:
+        assert self.observability is not None
+        self.observability.on_build(result)
+        self._memory.poke()  # the previous snapshots go once every stream has moved on
+
+    def _on_proxy_event(self, event: ProxyEvent) -> None:
+        if event.kind == "disconnect":
+            self._memory.poke()
+
     async def _follow_store(self) -> None:
         assert self.store is not None and self.pipeline is not None
         async for state in self.store.watch():
             error: str | None = None
             try:
-                self.pipeline.set_config(config_of(state))
+                self.pipeline.set_config(config_of(state, self._parser))
             except InvalidDocuments as invalid:
                 error = str(invalid)
                 log.error("stored config revision %d is invalid: %s", state.revision, invalid)

@@ -22,6 +22,7 @@ import httpx
 import psutil  # type: ignore[import-untyped]
 import pytest
 from envoy.service.discovery.v3 import discovery_pb2
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.rest_stack import (
     Api,
@@ -91,6 +92,15 @@ def settled_rss(server: ServerProcess, timeout: float = 30.0, quiet: float = 3.0
             lowest, lowest_at = current, time.monotonic()
         lowest = min(lowest, current)
     return lowest
+
+
+def memory_trims(admin: str) -> float:
+    """``xds_server_memory_trims_total``: how often the server gave freed memory back."""
+    text = httpx.get(f"{admin}/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        if family.name == "xds_server_memory_trims":
+            return sum(s.value for s in family.samples if s.name.endswith("_total"))
+    raise AssertionError("no xds_server_memory_trims metric")
 
 
 def raw_stream(channel: grpc.aio.Channel, method: str, delta: bool) -> Any:
@@ -277,6 +287,7 @@ def test_hostile_clients_leave_the_server_and_its_envoy_unharmed(tmp_path: Path)
                     def peak_check() -> int:
                         return len(connected_proxies(server.admin))
 
+                    trims = memory_trims(server.admin)
                     with PeakSampler(server) as sampler:
                         storm = asyncio.run(open_and_drop(ads, peak_check))
                     print(f"{STREAMS} streams: {storm}")
@@ -288,6 +299,8 @@ def test_hostile_clients_leave_the_server_and_its_envoy_unharmed(tmp_path: Path)
                         30,
                         "only the Envoy connected",
                     )
+                    # Once the streams are gone, the memory they freed is handed back.
+                    wait_for(lambda: memory_trims(server.admin) > trims, 30, "a memory trim")
                     after = settled_rss(server)
                     mb = 1024 * 1024
                     print(
@@ -299,6 +312,7 @@ def test_hostile_clients_leave_the_server_and_its_envoy_unharmed(tmp_path: Path)
                     assert after <= baseline * 1.5 + 20 * mb
 
                     # A second round: what the first one left behind is reused, not added to.
+                    trims = memory_trims(server.admin)
                     with PeakSampler(server) as again:
                         asyncio.run(open_and_drop(ads, peak_check))
                     wait_for(
@@ -306,6 +320,7 @@ def test_hostile_clients_leave_the_server_and_its_envoy_unharmed(tmp_path: Path)
                         30,
                         "only the Envoy connected after round 2",
                     )
+                    wait_for(lambda: memory_trims(server.admin) > trims, 30, "a memory trim")
                     after_again = settled_rss(server)
                     print(
                         f"round 2: peak {again.peak / mb:.1f} MB, after {after_again / mb:.1f} MB"

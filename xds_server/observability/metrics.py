@@ -178,6 +178,17 @@ class ServerMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.memory_trims = Counter(
+            "xds_server_memory_trims",
+            "Times memory freed by a burst (dropped streams, replaced snapshots) was handed "
+            "back to the OS.",
+            registry=registry,
+        )
+        self.memory_trimmed_bytes = Counter(
+            "xds_server_memory_trimmed_bytes",
+            "Resident memory handed back to the OS by those trims.",
+            registry=registry,
+        )
         self.revisions = Counter(
             "xds_server_config_revisions_applied",
             "Config revisions handed to the snapshot pipeline.",
@@ -218,6 +229,10 @@ class ServerMetrics:
                 found = (self.acks.labels(label), self.convergence.labels(label))
             children[type_url] = found
         return found
+
+    def on_memory_trim(self, freed_bytes: int) -> None:
+        self.memory_trims.inc()
+        self.memory_trimmed_bytes.inc(freed_bytes)
 
     def on_build(self, result: BuildResult) -> None:
         self.build_seconds.observe(result.duration)
