@@ -195,9 +195,9 @@ def test_kill_9_of_a_replica_during_writes_loses_no_acknowledged_write(tmp_path:
 
 # -- (b) Consul down while Envoy serves through a replica -----------------------------------
 
-#: Shortened from the issue's 30 s: 5 s of refused connections, then 5 s of 500s.
-OUTAGE_REFUSED_S = 5.0
-OUTAGE_500_S = 5.0
+#: The issue's 30 s: 15 s of refused connections, then 15 s of 500s.
+OUTAGE_REFUSED_S = 15.0
+OUTAGE_500_S = 15.0
 
 
 def test_consul_down_envoy_keeps_serving_and_writes_503(tmp_path: Path) -> None:
@@ -266,7 +266,7 @@ def test_consul_down_envoy_keeps_serving_and_writes_503(tmp_path: Path) -> None:
                         envoy,
                     )
                 print(
-                    f"Consul down {outage:.1f} s (shortened from 30 s): {ok_during_outage} "
+                    f"Consul down {outage:.1f} s: {ok_during_outage} "
                     f"requests through Envoy, {failed_during_outage} failed; writes answered "
                     f"{answers}; first write after recovery succeeded {recovered:.2f} s after "
                     f"heal; totals: {load.ok} requests, {len(load.failed)} failed"
