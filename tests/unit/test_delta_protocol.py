@@ -69,6 +69,22 @@ async def test_reconnect_with_initial_versions_receives_only_what_changed(
     again.cancel()
 
 
+async def test_reconnect_holding_everything_current_receives_nothing(xds: XdsHarness) -> None:
+    """Not even an empty response (Envoy counts one as an update); the proxy is in sync."""
+    xds.cache.set_snapshots(two_clusters())
+    client = DeltaClient(xds.channel)
+    await client.request(CLUSTER, node_=node("n1"))
+    held = {res.name: res.version for res in (await client.recv()).resources}
+    client.cancel()
+    again = DeltaClient(xds.channel)
+    await again.request(CLUSTER, initial=held, node_=node("n1"))
+    await again.request(LISTENER)  # sentinel: a first subscription to nothing is answered
+    sentinel = await again.recv()
+    assert sentinel.type_url == LISTENER and names_of(sentinel) == []
+    assert cds_status(xds) is SyncStatus.SYNCED
+    again.cancel()
+
+
 async def test_named_subscription_before_the_resource_exists(xds: XdsHarness) -> None:
     xds.cache.set_snapshots(two_clusters())
     client = DeltaClient(xds.channel)

@@ -59,6 +59,10 @@ class TypeStatus:
     @property
     def status(self) -> SyncStatus:
         if not self.sent_nonce:
+            # Nothing sent on this stream; a delta client that reconnected holding every
+            # resource at its current version needed nothing (``XdsStream.record_held``).
+            if self.acked_at is not None and self.acked_version == self.sent_version:
+                return SyncStatus.SYNCED
             return SyncStatus.NOT_SENT
         if self.last_nack is not None and self.last_nack.nonce == self.sent_nonce:
             return SyncStatus.NACKED

@@ -2,7 +2,8 @@
 
 Rules (Envoy's xDS protocol doc, "Incremental xDS"):
 - every resource has its own version; the client says what it holds on reconnect
-  (``initial_resource_versions``) and receives only what differs;
+  (``initial_resource_versions``) and receives only what differs (nothing at all, not even
+  an empty response, when it holds every resource current);
 - subscription changes are applied on every request, whatever its nonce;
 - a request whose nonce is the last one sent acknowledges it, or rejects it with
   ``error_detail`` (a NACKed version is never re-sent; the next change is);
@@ -76,7 +77,14 @@ class DeltaStream(XdsStream[Any]):
         changes = bool(request.resource_names_subscribe) or first
         if changes:
             updates, removed, selection = self._diff_all(state, snapshot)
-            if updates or removed or first:
+            if updates or removed:
+                self._send(state, snapshot, cache_state, updates, removed, selection)
+            elif first and request.initial_resource_versions:
+                # A reconnect holding everything current: nothing to send, not even an
+                # empty response (Envoy would count it as an update).
+                self.record_held(state, snapshot.version(type_url))
+            elif first:
+                # A first subscription to nothing: the empty answer ends Envoy's wait.
                 self._send(state, snapshot, cache_state, updates, removed, selection)
             state.synced_serial = snapshot.serial
 

@@ -233,6 +233,14 @@ class XdsStream(abc.ABC, Generic[Request]):
             ProxyEvent("send", self.node_id, self.group, state.type_url, version, bytes=len(data))
         )
 
+    def record_held(self, state: TypeState, version: str) -> None:
+        """The client already holds ``version`` of this type (a delta client reconnecting
+        with every resource current): in sync without a response."""
+        status = state.status
+        status.sent_version = status.acked_version = version
+        status.acked_at = time.time()
+        status.held = state.client_has
+
     def record_ack(self, state: TypeState, version: str) -> None:
         status = state.status
         first_ack_of_send = status.acked_at is None or status.acked_version != version
