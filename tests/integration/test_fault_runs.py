@@ -517,7 +517,7 @@ def test_reconnect_storms_reapply_nothing(tmp_path: Path) -> None:
                             }
                             assert sent == {}, sent
                             time.sleep(0.1)  # polling interval of a hold check
-                        assert seen["status"] == "SYNCED", seen
+                        assert seen is not None and seen["status"] == "SYNCED", seen
                         print(
                             f"restart {restart + 1}: both Envoys back in {back:.2f} s; SotW "
                             f"re-synced {len(versions)} resources; delta Envoy sent "

@@ -122,7 +122,7 @@ def test_rate_limit_response_header_values_are_literal() -> None:
         ]
     )
     inventory = Inventory.of({"web": Service("web", (Endpoint("10.0.0.1", 80),))})
-    listener = translate(inventory, config).default.listeners[0]
+    listener: Any = translate(inventory, config).default.listeners[0]
     manager = hcm_pb2.HttpConnectionManager()
     listener.filter_chains[0].filters[0].typed_config.Unpack(manager)
     (limit,) = [f for f in manager.http_filters if f.name == "envoy.filters.http.local_ratelimit"]
