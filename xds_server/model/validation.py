@@ -18,6 +18,7 @@ from xds_server.model.addresses import is_ip_literal
 from xds_server.model.certificate import CertificateForm, CertificateSpec
 from xds_server.model.config import Config, Entry
 from xds_server.model.document import Kind
+from xds_server.model.identity import IdentityMemo
 from xds_server.model.inventory import Inventory, Service
 from xds_server.model.listener import ListenerSpec
 from xds_server.model.pki import (
@@ -110,21 +111,13 @@ def _route_references(config: Config) -> Iterator[Problem]:
                 )
 
 
-#: Unusable-address counts by ``Service`` object: the inventory hands over unchanged services
-#: as the same objects, so a write re-checks only what changed. The entry holds the service,
-#: so its id cannot be reused while it lives.
-_UNUSABLE: dict[int, tuple[Service, int]] = {}
+def _count_unusable_addresses(service: Service) -> int:
+    return sum(1 for endpoint in service.endpoints if not is_ip_literal(endpoint.address))
 
 
-def _unusable_addresses(service: Service) -> int:
-    hit = _UNUSABLE.get(id(service))
-    if hit is not None and hit[0] is service:
-        return hit[1]
-    count = sum(1 for endpoint in service.endpoints if not is_ip_literal(endpoint.address))
-    if len(_UNUSABLE) >= 8192:
-        _UNUSABLE.clear()
-    _UNUSABLE[id(service)] = (service, count)
-    return count
+#: By ``Service`` object: unchanged services are the same objects, so a write re-checks only
+#: what changed.
+_unusable_addresses: IdentityMemo[Service, int] = IdentityMemo(_count_unusable_addresses)
 
 
 def _instances_missing(service: str, inventory: Inventory) -> str | None:
@@ -221,6 +214,22 @@ def match_signature(match: Match) -> tuple[object, ...]:
     return (path_key, match.method, repr(headers), repr(queries))
 
 
+MatchKey = tuple[int, int, tuple[object, ...]]
+
+
+def _route_match_keys(spec: RouteSpec) -> tuple[MatchKey, ...]:
+    """(rule index, match index, signature) of every match of a route, in order."""
+    return tuple(
+        (rule_index, match_index, match_signature(match))
+        for rule_index, rule in enumerate(spec.rules)
+        for match_index, match in enumerate(rule.matches)
+    )
+
+
+#: By ``RouteSpec`` object: a write re-computes the signatures of the routes it changed only.
+_match_keys: IdentityMemo[RouteSpec, tuple[MatchKey, ...]] = IdentityMemo(_route_match_keys)
+
+
 def _duplicate_matches(config: Config) -> Iterator[Problem]:
     """Warn when a later rule can never be chosen because an earlier one matches the same."""
     ordered: list[Entry[RouteSpec]] = sorted(
@@ -228,22 +237,21 @@ def _duplicate_matches(config: Config) -> Iterator[Problem]:
     )
     first_seen: dict[tuple[object, ...], str] = {}
     for entry in ordered:
-        for rule_index, rule in enumerate(entry.spec.rules):
-            for match_index, match in enumerate(rule.matches):
-                signature = match_signature(match)
-                for listener in entry.spec.listeners:
-                    for hostname in entry.spec.hostnames:
-                        key = (listener, hostname, *signature)
-                        where = f"route {entry.name!r} rules[{rule_index}]"
-                        if key in first_seen and first_seen[key] != where:
-                            yield Problem(
-                                Kind.ROUTE.value,
-                                entry.name,
-                                f"spec.rules[{rule_index}].matches[{match_index}]",
-                                f"{first_seen[key]} already has this match for {hostname!r} on "
-                                f"listener {listener!r}; this one is never used",
-                            )
-                        first_seen.setdefault(key, where)
+        spec = entry.spec
+        for rule_index, match_index, signature in _match_keys(spec):
+            where = f"route {entry.name!r} rules[{rule_index}]"
+            for listener in spec.listeners:
+                for hostname in spec.hostnames:
+                    key = (listener, hostname, *signature)
+                    seen = first_seen.setdefault(key, where)
+                    if seen != where:
+                        yield Problem(
+                            Kind.ROUTE.value,
+                            entry.name,
+                            f"spec.rules[{rule_index}].matches[{match_index}]",
+                            f"{seen} already has this match for {hostname!r} on "
+                            f"listener {listener!r}; this one is never used",
+                        )
 
 
 def _certificate_problem(config: Config, name: str, form: CertificateForm, what: str) -> str | None:
