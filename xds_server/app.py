@@ -278,7 +278,8 @@ class XdsServerApp:
         self._memory.poke()  # the previous snapshots go once every stream has moved on
 
     def _on_proxy_event(self, event: ProxyEvent) -> None:
-        if event.kind == "disconnect":
+        # A push ends with the proxies' ACKs; a dropped stream frees what it held.
+        if event.kind in ("ack", "disconnect"):
             self._memory.poke()
 
     async def _follow_store(self) -> None:

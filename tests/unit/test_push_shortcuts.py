@@ -246,3 +246,40 @@ def test_changes_since_an_older_snapshot_combine_the_steps() -> None:
     assert last.changes_since(last.base_serial) is last.changes
     assert last.changes_since(None) is None
     assert last.changes_since(10**9) is None  # not an ancestor: unknown
+
+
+async def test_sotw_streams_keep_sharing_what_they_hold_after_a_partial_push() -> None:
+    """After an endpoint change, each stream holds the new snapshot's shared name -> version
+    map, not a copy of its own (a thousand names per stream at scale)."""
+    cache = SnapshotCache()
+    registry = ProxyRegistry()
+    server, port = await start_ads_server(cache, registry, "127.0.0.1", 0)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    snapshots = _snapshots(chained=True)
+    names = ["a", "b", "c"]
+    clients: list[SotwClient] = []
+    try:
+        cache.set_snapshots(snapshots[0])
+        for node_id in ("n1", "n2"):
+            client = SotwClient(channel)
+            clients.append(client)
+            await client.request(ENDPOINT, names, node_=node(node_id))
+            await client.ack(await client.recv(), names)
+        cache.set_snapshots(snapshots[1])  # only b's endpoints change
+        for client in clients:
+            update = await client.recv()
+            assert update.type_url == ENDPOINT and len(update.resources) == 1
+            await client.ack(update, names)
+        held = []
+        for node_id in ("n1", "n2"):
+            status = registry.get(node_id)
+            assert status is not None
+            held.append(status.types[ENDPOINT].held)
+        assert held[0] is held[1]
+        current = snapshots[1].of_type(ENDPOINT)
+        assert dict(held[0]) == {name: current[name].version for name in names}
+    finally:
+        for client in clients:
+            client.cancel()
+        await channel.close()
+        await server.stop(None)

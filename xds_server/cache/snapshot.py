@@ -142,6 +142,9 @@ class Snapshot:
     _since: dict[int, Mapping[str, TypeChanges] | None] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _held: dict[Any, Mapping[str, str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @staticmethod
     def build(
@@ -282,6 +285,28 @@ class Snapshot:
             if len(self._memo) < _MAX_SELECTIONS:
                 self._memo[key] = found
         return found
+
+    def held_versions(
+        self, type_url: str, names: frozenset[str] | None
+    ) -> Mapping[str, str] | None:
+        """What a client subscribed to ``names`` (None: wildcard) holds once in sync with this
+        snapshot, name -> version: one read-only map shared by every such client. None when
+        too many distinct subscriptions have a map already (the caller keeps its own)."""
+        key = (type_url, names)
+        selection = self._memo.get(key)
+        if selection is not None:
+            return selection.versions
+        held = self._held.get(key)
+        if held is None:
+            if len(self._held) >= _MAX_SELECTIONS:
+                return None
+            present = self.of_type(type_url)
+            if names is None:
+                held = MappingProxyType({n: r.version for n, r in present.items()})
+            else:
+                held = MappingProxyType({n: present[n].version for n in names if n in present})
+            self._held[key] = held
+        return held
 
     def of_type(self, type_url: str) -> Mapping[str, Resource]:
         return self.resources.get(type_url, _EMPTY)

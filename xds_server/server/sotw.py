@@ -310,9 +310,19 @@ class SotwStream(XdsStream[Any]):
         if not resources:
             return False
         resources.sort(key=lambda r: r.name)
-        owned = state.owned_client_has()
-        for resource in resources:
-            owned[resource.name] = resource.version
+        shared = None
+        if type(has) is not dict:
+            # The client held the shared map of the snapshot it was in sync with; with what
+            # changed since sent, it holds this snapshot's: share that one too, instead of a
+            # copy of a thousand names per stream.
+            names = None if subscription.wildcard else subscription.names
+            shared = snapshot.held_versions(state.type_url, names)
+        if shared is not None:
+            state.set_client_has(shared)
+        else:
+            owned = state.owned_client_has()
+            for resource in resources:
+                owned[resource.name] = resource.version
         self._send(state, snapshot.version(state.type_url), resources, None, cache_state)
         return True
 
