@@ -9,8 +9,11 @@ reported as p50/p99/max over all writes, and also from the moment the write was 
 adds the time it waited for a free writer when the API answers slower than the rate).
 ``writes_behind_schedule``: PUTs sent more than one interval after they were due.
 
-Not in ``bench/scenarios/__init__.py`` yet (that registry is being edited elsewhere); run it
-on its own::
+Issue 9 asks for no error and a reported p99; there is no convergence target. Under a write
+every 50 ms the pipeline's debounce never sees its 100 ms of quiet, so it rebuilds once per
+``--max-delay`` (1 s): convergence is about half of that plus one build and push.
+
+Run it with ``make bench ARGS=load_held`` or on its own::
 
     python -m bench.scenarios.load_held [--proxies 1000] [--rate 20] [--duration 60]
 
@@ -40,7 +43,6 @@ DURATION = 60.0
 WRITERS = 4
 #: How long after the last write every proxy may take to converge.
 TAIL = 30.0
-TARGET_P99_S = 1.0
 
 
 def run(ctx: Context, rate: float = WRITE_RATE, duration: float = DURATION) -> dict[str, Any]:
@@ -138,10 +140,11 @@ def run(ctx: Context, rate: float = WRITE_RATE, duration: float = DURATION) -> d
             data["achieved_write_rate"] >= 0.95 * rate,
         ),
         report.target(
-            "convergence p99 (PUT sent → every proxy ACKed)",
-            f"≤ {TARGET_P99_S:.0f} s (no stated target)",
-            f"p50 {report.fmt(conv.get('p50'), 's')}, p99 {report.fmt(conv.get('p99'), 's')}",
-            conv.get("p99") is not None and conv["p99"] <= TARGET_P99_S,
+            "convergence (PUT sent → every proxy ACKed)",
+            "p99 reported (no target)",
+            f"p50 {report.fmt(conv.get('p50'), 's')}, p99 {report.fmt(conv.get('p99'), 's')}, "
+            f"max {report.fmt(conv.get('max'), 's')}",
+            None,
         ),
     ]
     return data
