@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.envoy import free_ports
 from tests.support.sample import call, call_json, read_line
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,15 +50,6 @@ class DemoRun:
     def logs(self) -> str:
         found = sorted(self.workdir.glob("*.log"))
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in found)
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct ports free right now (all bound at once, then released)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
 
 
 def alive(pid: int) -> bool:

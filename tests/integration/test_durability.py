@@ -36,7 +36,7 @@ from tests.integration.rest_stack import (
     synced_versions,
     to,
 )
-from tests.support.envoy import Envoy, free_port, running_envoy, wait_for
+from tests.support.envoy import Envoy, free_ports, running_envoy, wait_for
 from tests.support.process import ServerProcess
 from tests.support.upstream import upstreams
 
@@ -123,7 +123,7 @@ def sigkill(server: ServerProcess) -> None:
 def test_acknowledged_writes_survive_kill_9_and_envoy_gets_the_same_versions(
     tmp_path: Path,
 ) -> None:
-    ads_port, admin_port, port = free_port(), free_port(), free_port()
+    ads_port, admin_port, port = free_ports(3)
     store, registry = tmp_path / "store.db", tmp_path / "registry.yaml"
     servers: list[ServerProcess] = []
 

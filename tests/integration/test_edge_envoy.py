@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.rest_stack import Api, envoy_config, registry_yaml, start_server
 from tests.support.collectors import OtlpCollector, Span, ZipkinCollector
-from tests.support.envoy import Envoy, free_port, wait_for
+from tests.support.envoy import Envoy, free_ports, wait_for
 from tests.support.jwks_server import JwksServer
 from tests.support.jwt import SigningKey, claims, jwks
 from tests.support.upstream import Upstream
@@ -223,7 +223,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         cleanup.callback(envoy.stop)
         api = Api(server.admin)
         cleanup.callback(api.close)
-        ports = {name: free_port() for name in PORTS}
+        ports = dict(zip(PORTS, free_ports(len(PORTS)), strict=True))
         api.apply(config(ports, jwks_server.url, partner, otlp.port, zipkin.port, envoy.admin))
         built = Stack(api, envoy, web, jwks_server, key, partner, otlp, zipkin, ports)
         for name, path in (

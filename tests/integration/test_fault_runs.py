@@ -37,7 +37,15 @@ from tests.integration.rest_stack import (
     synced_versions,
     to,
 )
-from tests.support.envoy import ROOT, Envoy, bootstrap, free_port, running_envoy, wait_for
+from tests.support.envoy import (
+    ROOT,
+    Envoy,
+    bootstrap,
+    free_port,
+    free_ports,
+    running_envoy,
+    wait_for,
+)
 from tests.support.process import ServerProcess
 from tests.support.upstream import upstreams
 
@@ -436,7 +444,7 @@ def delta_stats(envoy: Envoy) -> dict[str, int]:
 
 
 def test_reconnect_storms_reapply_nothing(tmp_path: Path) -> None:
-    ads_port, admin_port, port, edge_port = free_port(), free_port(), free_port(), free_port()
+    ads_port, admin_port, port, edge_port = free_ports(4)
     store, registry = tmp_path / "store.db", tmp_path / "registry.yaml"
     servers: list[ServerProcess] = []
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.envoy import Envoy, bootstrap, free_port, wait_for
+from tests.support.envoy import Envoy, bootstrap, free_port, free_ports, wait_for
 from tests.support.pki import ECDSA, KeyPair, TestCa, utc_now
 from tests.support.process import ServerProcess
 from tests.support.tls import (
@@ -272,10 +272,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         cleanup.callback(server.kill)
         envoy = Envoy(bootstrap(server.ads_port)).start()
         cleanup.callback(envoy.stop)
-        ports = {
-            name: free_port()
-            for name in ("edge", "strict", "mutual", "rotating", "plain", "redirect")
-        }
+        names = ("edge", "strict", "mutual", "rotating", "plain", "redirect")
+        ports = dict(zip(names, free_ports(len(names)), strict=True))
         rest = Rest(server.admin)
         built = Stack(
             rest, server, envoy, ca, client_ca, upstream_ca, pairs, web, secure_api, tmp, ports
