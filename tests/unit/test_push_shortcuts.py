@@ -248,9 +248,20 @@ def test_changes_since_an_older_snapshot_combine_the_steps() -> None:
     assert last.changes_since(10**9) is None  # not an ancestor: unknown
 
 
-async def test_sotw_streams_keep_sharing_what_they_hold_after_a_partial_push() -> None:
+async def test_sotw_streams_keep_sharing_what_they_hold_after_a_partial_push(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """After an endpoint change, each stream holds the new snapshot's shared name -> version
-    map, not a copy of its own (a thousand names per stream at scale)."""
+    map, not a copy of its own (a thousand names per stream at scale), and the changed
+    resources are chosen and joined once for every stream that held the same map."""
+    joins = [0]
+    join = SotwStream._joined
+
+    def counted_join(resources: Any) -> Any:
+        joins[0] += 1
+        return join(resources)
+
+    monkeypatch.setattr(SotwStream, "_joined", staticmethod(counted_join))
     cache = SnapshotCache()
     registry = ProxyRegistry()
     server, port = await start_ads_server(cache, registry, "127.0.0.1", 0)
@@ -276,6 +287,7 @@ async def test_sotw_streams_keep_sharing_what_they_hold_after_a_partial_push() -
             assert status is not None
             held.append(status.types[ENDPOINT].held)
         assert held[0] is held[1]
+        assert joins[0] == 1  # one join for both streams
         current = snapshots[1].of_type(ENDPOINT)
         assert dict(held[0]) == {name: current[name].version for name in names}
     finally:

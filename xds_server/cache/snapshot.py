@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
 from xds_server.cache import encoding
 from xds_server.cache.types import PUSH_ORDER, type_url_of
+
+_V = TypeVar("_V")
 
 
 def content_version(data: bytes) -> str:
@@ -143,6 +145,9 @@ class Snapshot:
         default_factory=dict, init=False, repr=False, compare=False
     )
     _held: dict[Any, Mapping[str, str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _by_identity: dict[tuple[Any, ...], tuple[tuple[object, ...], Any]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
@@ -307,6 +312,20 @@ class Snapshot:
                 held = MappingProxyType({n: present[n].version for n in names if n in present})
             self._held[key] = held
         return held
+
+    def shared(self, key: str, objects: tuple[object, ...], compute: Callable[[], _V]) -> _V:
+        """``compute()``, once per snapshot for the same ``key`` (by value) and ``objects``
+        (by identity): what every stream in the same position would compute alike. Not
+        memoised beyond ``_MAX_SELECTIONS`` distinct positions."""
+        memo_key = (key, *(id(o) for o in objects))
+        hit = self._by_identity.get(memo_key)
+        if hit is not None and all(a is b for a, b in zip(hit[0], objects, strict=True)):
+            value: _V = hit[1]
+            return value
+        value = compute()
+        if len(self._by_identity) < _MAX_SELECTIONS:
+            self._by_identity[memo_key] = (objects, value)
+        return value
 
     def of_type(self, type_url: str) -> Mapping[str, Resource]:
         return self.resources.get(type_url, _EMPTY)

@@ -21,7 +21,7 @@ was built from looks only at what changed between the two (``Snapshot.changes``)
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from envoy.service.discovery.v3 import discovery_pb2
@@ -294,6 +294,41 @@ class SotwStream(XdsStream[Any]):
     ) -> bool:
         """``_respond`` for a partial-update type when only ``updated`` can differ."""
         subscription = state.subscription
+        has = state.client_has
+        if type(has) is not dict:
+            # The client holds a shared map (the snapshot it was in sync with): after this
+            # push it holds the shared map of this snapshot, and every stream holding the
+            # same map, subscribed alike, is sent the same resources: chosen and joined once.
+            names = None if subscription.wildcard else subscription.names
+            shared = snapshot.held_versions(state.type_url, names)
+            if shared is not None:
+                resources, body = snapshot.shared(
+                    state.type_url,
+                    (names, has, updated),
+                    lambda: self._joined(self._changed_since(state, snapshot, updated)),
+                )
+                if not resources:
+                    return False
+                state.set_client_has(shared)
+                self._send(
+                    state, snapshot.version(state.type_url), list(resources), body, cache_state
+                )
+                return True
+        changed = self._changed_since(state, snapshot, updated)
+        if not changed:
+            return False
+        owned = state.owned_client_has()
+        for resource in changed:
+            owned[resource.name] = resource.version
+        self._send(state, snapshot.version(state.type_url), changed, None, cache_state)
+        return True
+
+    @staticmethod
+    def _changed_since(
+        state: TypeState, snapshot: Snapshot, updated: frozenset[str]
+    ) -> list[Resource]:
+        """The subscribed resources among ``updated`` the client does not hold, by name."""
+        subscription = state.subscription
         present = snapshot.of_type(state.type_url)
         has = state.client_has
         if subscription.wildcard:
@@ -307,30 +342,18 @@ class SotwStream(XdsStream[Any]):
             for r in (present.get(n) for n in candidates)
             if r is not None and has.get(r.name) != r.version
         ]
-        if not resources:
-            return False
         resources.sort(key=lambda r: r.name)
-        shared = None
-        if type(has) is not dict:
-            # The client held the shared map of the snapshot it was in sync with; with what
-            # changed since sent, it holds this snapshot's: share that one too, instead of a
-            # copy of a thousand names per stream.
-            names = None if subscription.wildcard else subscription.names
-            shared = snapshot.held_versions(state.type_url, names)
-        if shared is not None:
-            state.set_client_has(shared)
-        else:
-            owned = state.owned_client_has()
-            for resource in resources:
-                owned[resource.name] = resource.version
-        self._send(state, snapshot.version(state.type_url), resources, None, cache_state)
-        return True
+        return resources
+
+    @staticmethod
+    def _joined(resources: list[Resource]) -> tuple[tuple[Resource, ...], bytes]:
+        return tuple(resources), b"".join(r.sotw_field for r in resources)
 
     def _send(
         self,
         state: TypeState,
         version: str,
-        resources: list[Resource],
+        resources: Sequence[Resource],
         body: bytes | None,
         cache_state: CacheState,
     ) -> None:
