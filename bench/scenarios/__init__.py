@@ -18,6 +18,7 @@ def scenarios() -> dict[str, Scenario]:
         endpoint_flap,
         idle,
         load_held,
+        mass_change,
         route_change,
         sovereign,
         translate,
@@ -33,6 +34,7 @@ def scenarios() -> dict[str, Scenario]:
         "bytes_per_change": bytes_per_change.run,
         "sovereign": sovereign.run,
         "load_held": load_held.run,
+        "mass_change": mass_change.run,
     }
 
 
@@ -46,4 +48,5 @@ NAMES = (
     "bytes_per_change",
     "sovereign",
     "load_held",
+    "mass_change",
 )
