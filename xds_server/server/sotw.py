@@ -310,9 +310,7 @@ class SotwStream(XdsStream[Any]):
                 if not resources:
                     return False
                 state.set_client_has(shared)
-                self._send(
-                    state, snapshot.version(state.type_url), list(resources), body, cache_state
-                )
+                self._send(state, snapshot.version(state.type_url), resources, body, cache_state)
                 return True
         changed = self._changed_since(state, snapshot, updated)
         if not changed:
