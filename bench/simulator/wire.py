@@ -23,6 +23,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from envoy.service.discovery.v3 import discovery_pb2
 
+from xds_server.cache.encoding import length_delimited, string_field
+
 _PREFIX: Final = "type.googleapis.com/"
 CLUSTER: Final = _PREFIX + "envoy.config.cluster.v3.Cluster"
 ENDPOINT: Final = _PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
@@ -44,26 +46,6 @@ DeltaDiscoveryResponse = discovery_pb2.DeltaDiscoveryResponse
 # -- encoding --------------------------------------------------------------------------------
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        low = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    return _varint((number << 3) | 2) + _varint(len(payload)) + payload
-
-
-def _string(number: int, value: str) -> bytes:
-    return _field(number, value.encode()) if value else b""
-
-
 def node_bytes(node_id: str, group: str) -> bytes:
     node = base_pb2.Node(id=node_id, cluster=group, user_agent_name="envoy")
     node.user_agent_build_version.version.major_number = 1
@@ -81,7 +63,7 @@ def names_block(field_number: int, names: frozenset[str]) -> bytes:
     if block is None:
         if len(_names_memo) > 4096:
             _names_memo.clear()
-        block = b"".join(_field(field_number, n.encode()) for n in sorted(names))
+        block = b"".join(length_delimited(field_number, n.encode()) for n in sorted(names))
         _names_memo[key] = block
     return block
 
@@ -96,11 +78,11 @@ def sotw_request(
 ) -> bytes:
     """A ``DiscoveryRequest``; ``names`` is a :func:`names_block` for field 3."""
     return (
-        _string(1, version)
-        + (_field(2, node) if node else b"")
+        string_field(1, version)
+        + (length_delimited(2, node) if node else b"")
         + names
-        + _string(4, type_url)
-        + _string(5, nonce)
+        + string_field(4, type_url)
+        + string_field(5, nonce)
     )
 
 
@@ -114,11 +96,11 @@ def delta_request(
 ) -> bytes:
     """A ``DeltaDiscoveryRequest``."""
     return (
-        (_field(1, node) if node else b"")
-        + _string(2, type_url)
-        + b"".join(_field(3, n.encode()) for n in sorted(subscribe))
-        + b"".join(_field(4, n.encode()) for n in sorted(unsubscribe))
-        + _string(6, nonce)
+        (length_delimited(1, node) if node else b"")
+        + string_field(2, type_url)
+        + b"".join(length_delimited(3, n.encode()) for n in sorted(subscribe))
+        + b"".join(length_delimited(4, n.encode()) for n in sorted(unsubscribe))
+        + string_field(6, nonce)
     )
 
 
