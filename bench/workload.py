@@ -131,7 +131,7 @@ def route_name(index: int) -> str:
 
 def seed_store(path: Path, documents: list[dict[str, Any]]) -> int:
     """Write ``documents`` into a new SQLite store file (before the server starts)."""
-    from xds_server.store.base import Change
+    from xds_server.store.interface import Change
     from xds_server.store.sqlite import SqliteStore
 
     async def seed() -> int:

@@ -12,9 +12,9 @@ import grpc
 import pytest
 
 from xds_server.cache.snapshot_cache import SnapshotCache
-from xds_server.cache.status import ProxyRegistry
 from xds_server.server.grpc_server import start_ads_server
 from xds_server.server.limits import StreamLimits
+from xds_server.status import ProxyRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,37 +15,39 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import grpc
 
 from xds_server.admin.app import create_admin_app
-from xds_server.admin.auth import TokenFile, install_auth, request_actor
 from xds_server.admin.context import AdminContext
+from xds_server.admin.middleware.auth import TokenFile, install_auth, request_actor
 from xds_server.admin.server import AdminServer
 from xds_server.cache.snapshot_cache import SnapshotCache
-from xds_server.cache.status import ProxyEvent, ProxyRegistry
-from xds_server.memory import MemoryReleaser, malloc_trim
+from xds_server.consul import ConsulSettings
 from xds_server.model.config import Config
 from xds_server.model.config_parser import ConfigParser
 from xds_server.model.inventory import Inventory
 from xds_server.model.problems import InvalidDocuments
 from xds_server.observability.hub import Observability
-from xds_server.pipeline import BuildResult, SnapshotPipeline
-from xds_server.preview import preview_for
-from xds_server.security_settings import check_admin_exposure
+from xds_server.pipeline import BuildResult, SnapshotPipeline, preview_for
+from xds_server.runtime import MemoryReleaser, malloc_trim
 from xds_server.server.grpc_server import start_ads_server
 from xds_server.server.tls import AdsTls
-from xds_server.settings import Address, Settings, SettingsError
+from xds_server.settings import (
+    DEFAULT_DATABASE,
+    Address,
+    Settings,
+    SettingsError,
+    check_admin_exposure,
+)
 from xds_server.sources.base import InventorySource, SourceStatus
 from xds_server.sources.consul import ConsulWatcher
-from xds_server.sources.consul_settings import ConsulSettings
+from xds_server.sources.consul_settings import WatcherSettings
 from xds_server.sources.empty import EmptyRegistry
 from xds_server.sources.static import StaticRegistry
-from xds_server.store.base import ConfigState, ConfigStore, StoreError
-from xds_server.store.consul_http import ConsulKvSettings
-from xds_server.store.consul_kv import ConsulKvStore
-from xds_server.store.sqlite import SqliteStore
+from xds_server.status import ProxyEvent, ProxyEventKind, ProxyRegistry
+from xds_server.store import ConfigState, ConfigStore, SqliteStore, StoreError
+from xds_server.store.consul_kv import ConsulKvSettings, ConsulKvStore
 from xds_server.translate import translate
 
 log = logging.getLogger("xds_server")
@@ -55,19 +57,18 @@ log = logging.getLogger("xds_server")
 SHUTDOWN_GRACE = 1.0
 
 
+def consul_settings(settings: Settings) -> ConsulSettings:
+    """How to reach Consul: its own variables, under ``--consul-addr``/``--consul-token``."""
+    return ConsulSettings.from_env(
+        os.environ, address=settings.consul_addr, token=settings.consul_token
+    )
+
+
 def build_source(settings: Settings) -> InventorySource:
     if settings.registry_kind == "consul":
-        overrides: dict[str, Any] = {}
-        if "CONSUL_HTTP_ADDR" in settings.consul:
-            overrides["address"] = settings.consul["CONSUL_HTTP_ADDR"]
-        if "CONSUL_HTTP_TOKEN" in settings.consul:
-            overrides["token"] = settings.consul["CONSUL_HTTP_TOKEN"]
-        if "datacenters" in settings.consul:
-            overrides["datacenters"] = tuple(
-                dc.strip() for dc in settings.consul["datacenters"].split(",") if dc.strip()
-            )
         try:
-            return ConsulWatcher(ConsulSettings.from_env(os.environ, **overrides))
+            watch = WatcherSettings(consul_settings(settings), settings.consul_datacenters)
+            return ConsulWatcher(watch)
         except ValueError as error:
             raise SettingsError(f"--registry consul: {error}") from error
     if settings.registry_path:
@@ -77,32 +78,16 @@ def build_source(settings: Settings) -> InventorySource:
 
 def build_store(settings: Settings) -> ConfigStore:
     if settings.store_kind == "sqlite":
-        return SqliteStore(settings.store_target or "xds-server.db")
+        return SqliteStore(settings.store_target or DEFAULT_DATABASE)
     if settings.store_kind == "consul-kv":
         return build_consul_kv_store(settings)
     raise SettingsError(f"--store {settings.store}: not supported by this version")
 
 
 def build_consul_kv_store(settings: Settings) -> ConsulKvStore:
-    """``--store consul-kv:PREFIX`` with the Consul source's connection settings."""
-    overrides: dict[str, Any] = {}
-    if "CONSUL_HTTP_ADDR" in settings.consul:
-        overrides["address"] = settings.consul["CONSUL_HTTP_ADDR"]
-    if "CONSUL_HTTP_TOKEN" in settings.consul:
-        overrides["token"] = settings.consul["CONSUL_HTTP_TOKEN"]
+    """``--store consul-kv:PREFIX``, reaching Consul as the Consul registry does."""
     try:
-        consul = ConsulSettings.from_env(os.environ, **overrides)
-        kv = ConsulKvSettings(
-            base_url=consul.base_url,
-            token=consul.token,
-            ca_file=consul.ca_file,
-            cert_file=consul.cert_file,
-            key_file=consul.key_file,
-            verify=consul.verify,
-            request_timeout=consul.request_timeout,
-            wait=consul.wait,
-        )
-        return ConsulKvStore(settings.store_target, kv)
+        return ConsulKvStore(settings.store_target, ConsulKvSettings(consul_settings(settings)))
     except ValueError as error:
         raise SettingsError(f"--store {settings.store}: {error}") from error
 
@@ -167,7 +152,7 @@ class XdsServerApp:
     registry: ProxyRegistry = field(default_factory=ProxyRegistry)
     ads_address: Address | None = None
     admin_address: Address | None = None
-    pipeline: SnapshotPipeline[Config] | None = None
+    pipeline: SnapshotPipeline | None = None
     #: Metrics, events and log lines (made by ``start``).
     observability: Observability | None = None
     _grpc: grpc.aio.Server | None = None
@@ -213,9 +198,15 @@ class XdsServerApp:
             self.cache, self.registry, ads.host, ads.port, tls=ads_tls
         )
         self.ads_address = Address(ads.host, ads_port)
+        await self._start_admin(self.store, observability, admin_tokens)
+        log.info("started", extra={"ads": str(self.ads_address), "admin": str(self.admin_address)})
+
+    async def _start_admin(
+        self, store: ConfigStore, observability: Observability, tokens: TokenFile | None
+    ) -> None:
         admin_app = create_admin_app(
             AdminContext(
-                store=self.store,
+                store=store,
                 inventory=self._inventory,
                 preview=preview_for(self._inventory),
                 readiness=self._readiness(),
@@ -227,13 +218,12 @@ class XdsServerApp:
                 parser=self._parser,
             )
         )
-        if admin_tokens is not None:
-            install_auth(admin_app, admin_tokens)
-        admin = settings.admin_listen
+        if tokens is not None:
+            install_auth(admin_app, tokens)
+        admin = self.settings.admin_listen
         self._admin = AdminServer(admin_app, admin.host, admin.port)
         await self._admin.start()
         self.admin_address = Address(admin.host, self._admin.port)
-        log.info("started", extra={"ads": str(self.ads_address), "admin": str(self.admin_address)})
 
     def _readiness(self) -> dict[str, Callable[[], tuple[bool, str]]]:
         def store() -> tuple[bool, str]:
@@ -279,7 +269,7 @@ class XdsServerApp:
 
     def _on_proxy_event(self, event: ProxyEvent) -> None:
         # A push ends with the proxies' ACKs; a dropped stream frees what it held.
-        if event.kind in ("ack", "disconnect"):
+        if event.kind in (ProxyEventKind.ACK, ProxyEventKind.DISCONNECT):
             self._memory.poke()
 
     async def _follow_store(self) -> None:

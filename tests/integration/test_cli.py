@@ -295,6 +295,34 @@ def test_an_unreachable_server_is_one_clear_line(cli: Cli) -> None:
     )
 
 
+def test_the_server_is_named_before_or_after_the_command(cli: Cli, server: ServerProcess) -> None:
+    """``xds-server status --server URL`` works as ``xds-server --server URL status`` does."""
+    after = cli.run("status", "--server", server.admin, "-o", "json", server="")
+    before = cli.run("--server", server.admin, "-o", "json", "status", server="")
+    assert after.returncode == before.returncode == 0, (after.stderr, before.stderr)
+    assert isinstance(json.loads(after.stdout), list)
+    assert json.loads(after.stdout) == json.loads(before.stdout)
+
+
+def test_apply_a_directory_tours_every_example(tmp_path: Path) -> None:
+    """``xds-server apply -f api/examples/``: every file, in one revision (a server of its
+    own: the examples' documents would change what the other tests see)."""
+    examples = Path(__file__).resolve().parents[2] / "api" / "examples"
+    process = ServerProcess.local(tmp_path / "store.db").start()
+    try:
+        out = Cli(process.admin).ok("apply", "-f", str(examples))
+    finally:
+        process.kill()
+    assert out.splitlines()[-1] == "revision 1"
+    for kind, name in {
+        (doc["kind"], doc["name"])
+        for file in examples.glob("*.yaml")
+        for doc in yaml.safe_load_all(file.read_text())
+        if doc is not None
+    }:
+        assert f"{kind}/{name} created" in out
+
+
 class RecordingApi:
     """A stand-in server that records the Authorization header and answers 401 to a bad
     token with problem details."""
@@ -343,10 +371,10 @@ def test_the_token_is_sent_as_a_bearer_token(cli: Cli) -> None:
     api = RecordingApi()
     api.thread.start()
     try:
-        # --token is an option of the command line as a whole, before the command.
-        assert cli.run("status", "--token", "good", server=api.url).returncode == 2
-        done = cli.run("--token", "good", "status", server=api.url)
-        assert done.returncode == 0 and done.stdout == ""
+        # --token is taken before the command and after it (like kubectl's flags).
+        for argv in (("status", "--token", "good"), ("--token", "good", "status")):
+            done = cli.run(*argv, server=api.url)
+            assert done.returncode == 0 and done.stdout == "", argv
         done = cli.run("status", server=api.url, env={"XDS_SERVER_TOKEN": "good"})
         assert done.returncode == 0 and "no proxies" in done.stderr
         refused = cli.run("status", server=api.url, env={"XDS_SERVER_TOKEN": "bad"})
@@ -358,7 +386,7 @@ def test_the_token_is_sent_as_a_bearer_token(cli: Cli) -> None:
     finally:
         api.server.shutdown()
         api.server.server_close()
-    assert api.authorizations == ["Bearer good", "Bearer good", "Bearer bad"]
+    assert api.authorizations == ["Bearer good", "Bearer good", "Bearer good", "Bearer bad"]
 
 
 @pytest.mark.envoy

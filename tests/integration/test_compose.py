@@ -31,9 +31,10 @@ from tests.consul_double.fixtures import consul_double
 from tests.support.envoy import envoy_binary
 from tests.support.process import ServerProcess
 from tests.support.sample import SAMPLE, SampleService, call
+from xds_server.cli.serve import parse_serve
+from xds_server.consul import ConsulSettings
 from xds_server.model.document import parse_document
-from xds_server.settings import Settings, parse_serve
-from xds_server.sources.consul_settings import ConsulSettings
+from xds_server.settings import Settings
 
 __all__ = ["consul_double"]  # the fixture, imported for pytest
 

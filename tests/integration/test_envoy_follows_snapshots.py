@@ -20,8 +20,8 @@ from tests.support.envoy import Envoy, bootstrap, free_port, http_get, running_e
 from tests.support.server_thread import ThreadedXds
 from tests.support.upstream import upstreams
 from xds_server.cache.snapshot import Snapshot
-from xds_server.cache.status import SyncStatus
 from xds_server.cache.types import CLUSTER
+from xds_server.status import SyncStatus
 
 pytestmark = pytest.mark.envoy
 

@@ -19,7 +19,7 @@ from tests.consul_double import ConsulDouble
 from tests.support.envoy import Envoy, bootstrap, free_ports, running_envoy, wait_for
 from tests.support.process import ServerProcess
 from tests.support.xds_client import SotwClient, names_of, node
-from xds_server.admin.auth import hash_token
+from xds_server.admin.middleware.auth import hash_token
 from xds_server.cache.types import LISTENER
 
 PROBLEM_JSON = "application/problem+json"

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from xds_server.store.base import Change
+from xds_server.store.interface import Change
 from xds_server.store.sqlite import SqliteStore
 
 

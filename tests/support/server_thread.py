@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 import grpc
 
 from xds_server.cache.snapshot_cache import SnapshotCache
-from xds_server.cache.status import ProxyRegistry
 from xds_server.server.grpc_server import start_ads_server
+from xds_server.status import ProxyRegistry
 
 T = TypeVar("T")
 

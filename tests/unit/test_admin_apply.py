@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from tests.unit.admin_harness import (
     route,
     running_api,
 )
+from xds_server.cli.files import directory_documents
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -189,3 +191,54 @@ async def test_every_example_file_is_accepted(api: Api, file: str) -> None:
     else:
         response = await api.client.post("/v1/apply", content=text, headers=YAML)
     assert response.is_success, response.text
+
+
+def _send(file: Path) -> tuple[str, str]:
+    """How a file is sent: one document is PUT to its URL, a stream POSTed to /v1/apply."""
+    documents = [d for d in yaml.safe_load_all(file.read_text()) if d is not None]
+    if len(documents) == 1:
+        doc = documents[0]
+        return "PUT", f"/v1/{PATH_OF_KIND[doc['kind']]}/{doc['name']}"
+    return "POST", "/v1/apply"
+
+
+async def test_every_example_file_applies_into_one_server_in_any_order(api: Api) -> None:
+    """After the documents the examples refer to, every example file in turn, in a random
+    order, into the same server: none clashes with another (a port, a name)."""
+    seed = random.randrange(2**32)
+    files = sorted(EXAMPLES.glob("*.yaml"))
+    random.Random(seed).shuffle(files)
+    base = "\n---\n".join(
+        (EXAMPLES / f).read_text()
+        for f in ("listener.yaml", "retry-policy.yaml", "certificate.yaml", "ca-bundle.yaml")
+    )
+    assert (await api.client.post("/v1/apply", content=base, headers=YAML)).status_code == 200
+    for file in files:
+        method, url = _send(file)
+        response = await api.client.request(method, url, content=file.read_text(), headers=YAML)
+        assert response.is_success, f"seed {seed}, {[f.name for f in files]}: {response.text}"
+
+
+@pytest.mark.parametrize("order", ["sorted", "reversed", "random"])
+async def test_all_examples_apply_as_one_directory(api: Api, tmp_path: Path, order: str) -> None:
+    """``xds-server apply -f api/examples/`` in one revision, whatever order the files come
+    in (copied under names that give that order)."""
+    seed = random.randrange(2**32)
+    files = sorted(EXAMPLES.glob("*.yaml"))
+    if order == "reversed":
+        files.reverse()
+    elif order == "random":
+        random.Random(seed).shuffle(files)
+    for position, file in enumerate(files):
+        (tmp_path / f"{position:02d}-{file.name}").write_text(file.read_text())
+    response = await api.client.post("/v1/apply", json=directory_documents(tmp_path))
+    assert response.status_code == 200, f"seed {seed}, {[f.name for f in files]}: {response.text}"
+    assert await api.revision() == 1
+    applied = {(d["kind"], d["name"]) for d in response.json()["documents"]}
+    in_files = {
+        (d["kind"], d["name"])
+        for file in files
+        for d in yaml.safe_load_all(file.read_text())
+        if d is not None
+    }
+    assert applied == in_files

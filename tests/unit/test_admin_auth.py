@@ -20,7 +20,8 @@ from fastapi import FastAPI
 from tests.unit.admin_harness import PROBLEM_JSON, inventory, listener, retry_policy, route
 from tests.unit.admin_harness import service_policy as service_policy_doc
 from xds_server.admin.app import create_admin_app
-from xds_server.admin.auth import (
+from xds_server.admin.context import AdminContext
+from xds_server.admin.middleware.auth import (
     AdminToken,
     TokenFile,
     TokenSet,
@@ -30,8 +31,7 @@ from xds_server.admin.auth import (
     parse_tokens,
     request_actor,
 )
-from xds_server.admin.context import AdminContext
-from xds_server.security_settings import SecuritySettings, check_admin_exposure, is_loopback
+from xds_server.settings import SecuritySettings, check_admin_exposure, is_loopback
 from xds_server.store import MemoryStore
 
 WRITE, READ = "w-secret-token-1", "r-secret-token-2"

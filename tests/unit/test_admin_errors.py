@@ -56,6 +56,20 @@ async def test_an_unsupported_media_type(api: Api, media: str) -> None:
     assert "application/yaml" in problem["detail"]
 
 
+async def test_curl_without_a_content_type_is_told_which_header_to_send(api: Api) -> None:
+    """``curl -X PUT -d '{…}'`` sends application/x-www-form-urlencoded: still refused, but
+    the detail says what to send instead."""
+    response = await api.client.put(
+        "/v1/listeners/public",
+        content=b'{"spec": {"port": 8080}}',
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    problem = assert_problem(response, 415)
+    assert "Content-Type: application/json" in problem["detail"]
+    assert "Content-Type: application/yaml" in problem["detail"]
+    assert problem["errors"][0]["field"] == "header.content-type"
+
+
 async def test_json_and_yaml_media_types_with_parameters(api: Api) -> None:
     body = b'{"spec": {"port": 8080}}'
     for media in ("application/json; charset=utf-8", "application/merge+json", "text/yaml"):

@@ -18,9 +18,10 @@ from tests.support.sse import Frame, FrameParser
 from tests.unit.admin_harness import assert_problem
 from xds_server.admin.app import create_admin_app
 from xds_server.admin.context import AdminContext
-from xds_server.admin.events import EventLog, event_stream
+from xds_server.admin.routes.events import event_stream
 from xds_server.admin.server import AdminServer
 from xds_server.model import Inventory
+from xds_server.status import EventLog, EventType
 from xds_server.store import MemoryStore
 
 
@@ -76,7 +77,7 @@ async def subscribe(
         yield reader
 
 
-def publish(log: EventLog, count: int, type_: str = "revision") -> list[int]:
+def publish(log: EventLog, count: int, type_: EventType = EventType.REVISION) -> list[int]:
     return [log.publish(type_, n=n).id for n in range(count)]
 
 
@@ -95,10 +96,10 @@ async def test_a_client_that_reconnects_with_last_event_id_gets_exactly_what_it_
             "time": received[0].data["time"],
             "n": 0,
         }
-        publish(log, 4, "snapshot")  # while the client is away
+        publish(log, 4, EventType.SNAPSHOT)  # while the client is away
         async with subscribe(client, {"Last-Event-ID": str(received[-1].id)}) as again:
             missed = await again.frames(4)
-            log.publish("nack", marker=True)
+            log.publish(EventType.NACK, marker=True)
             (next_one,) = await again.frames(1)
         everything = await watcher.frames(8)
     assert [f.id for f in missed] == [4, 5, 6, 7]
@@ -122,10 +123,10 @@ async def test_events_no_longer_kept_are_reported_as_a_gap() -> None:
 async def test_since_replays_the_buffer_and_types_filter() -> None:
     log = EventLog()
     async with served(log) as client:
-        log.publish("ack", node_id="a")
-        log.publish("nack", node_id="a", message="bad")
-        log.publish("connect", node_id="b")
-        log.publish("nack", node_id="b", message="worse")
+        log.publish(EventType.ACK, node_id="a")
+        log.publish(EventType.NACK, node_id="a", message="bad")
+        log.publish(EventType.CONNECT, node_id="b")
+        log.publish(EventType.NACK, node_id="b", message="worse")
         async with subscribe(client, since=0, types="nack,connect") as reader:
             frames = await reader.frames(3)
     assert [(f.id, f.event) for f in frames] == [(2, "nack"), (3, "connect"), (4, "nack")]
@@ -137,7 +138,7 @@ async def test_a_new_client_starts_at_the_live_tail() -> None:
     async with served(log) as client:
         publish(log, 5)
         async with subscribe(client) as reader:
-            log.publish("disconnect", node_id="x")
+            log.publish(EventType.DISCONNECT, node_id="x")
             (frame,) = await reader.frames(1)
     assert frame.id == 6 and frame.event == "disconnect"
 
@@ -155,7 +156,7 @@ async def test_bad_parameters_are_problems() -> None:
 async def test_closing_the_log_ends_every_stream() -> None:
     log = EventLog()
     async with served(log) as client, subscribe(client) as reader:
-        log.publish("revision", revision=1)
+        log.publish(EventType.REVISION, revision=1)
         log.close()
         (frame,) = await reader.frames(1)
         with pytest.raises(StopAsyncIteration):
@@ -189,7 +190,7 @@ async def test_an_idle_stream_gets_keepalive_comments_then_events() -> None:
     stream = event_stream(log, 0, None, keepalive=0.01)
     assert (await anext(stream)).startswith(b": events after 0\n\n")
     assert await anext(stream) == b": keepalive\n\n"
-    log.publish("revision", revision=1)
+    log.publish(EventType.REVISION, revision=1)
     assert (await anext(stream)).startswith(b"id: 1\nevent: revision\ndata: {")
     log.close()
     with pytest.raises(StopAsyncIteration):

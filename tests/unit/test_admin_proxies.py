@@ -181,9 +181,9 @@ async def test_what_a_proxy_holds_with_secrets_redacted(
     assert set(secrets) == {"certificate/web", "token"}
     certificate = secrets["certificate/web"]["tls_certificate"]
     assert certificate["certificate_chain"] == {"inline_string": CERT}  # public: kept
-    assert certificate["private_key"] == "[redacted]"
-    assert certificate["password"] == "[redacted]"
-    assert secrets["token"]["generic_secret"] == "[redacted]"
+    assert certificate["private_key"] == {"inline_string": "[redacted]"}  # as Envoy dumps
+    assert certificate["password"] == {"inline_string": "[redacted]"}
+    assert secrets["token"]["generic_secret"] == {"secret": {"inline_string": "[redacted]"}}
     for secret_text in ("MIIEvQIBADANBgkqhkiG9w0BAQEFAAS", "hunter2", "not-a-real-secret"):
         assert secret_text not in answer.text
     # A new snapshot: once it is pushed, the config shows what was pushed.
@@ -237,3 +237,70 @@ async def test_unknown_proxies_are_404_problems(api: httpx.AsyncClient) -> None:
         problem = assert_problem(await api.get(path), 404)
         assert "nobody" in problem["detail"]
     assert (await get(api, "/v1/proxies")) == {"items": []}
+
+
+def listener_with_inline_tls() -> Any:
+    """A listener whose TLS context is inline (not SDS): a key inside an ``Any``, and a
+    private key provider whose configuration could hold key material."""
+    from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
+    from google.protobuf import any_pb2, struct_pb2
+
+    provider_config = any_pb2.Any()
+    provider_config.Pack(struct_pb2.Struct(fields={"pin": struct_pb2.Value(string_value="4321")}))
+    context = tls_pb2.DownstreamTlsContext(
+        common_tls_context=tls_pb2.CommonTlsContext(
+            tls_certificates=[
+                common_pb2.TlsCertificate(
+                    certificate_chain=base_pb2.DataSource(inline_string=CERT),
+                    private_key=base_pb2.DataSource(inline_bytes=KEY),
+                ),
+                common_pb2.TlsCertificate(
+                    certificate_chain=base_pb2.DataSource(inline_string=CERT),
+                    private_key_provider=common_pb2.PrivateKeyProvider(
+                        provider_name="hsm", typed_config=provider_config
+                    ),
+                ),
+            ]
+        )
+    )
+    packed = any_pb2.Any()
+    packed.Pack(context)
+    listener = r.listener("https", 10443, "http")
+    listener.filter_chains[0].transport_socket.name = "envoy.transport_sockets.tls"
+    listener.filter_chains[0].transport_socket.typed_config.CopyFrom(packed)
+    return listener
+
+
+async def test_csds_and_the_rest_api_redact_alike(xds: XdsHarness, api: httpx.AsyncClient) -> None:
+    from google.protobuf import json_format
+
+    xds.cache.set_snapshots(
+        Snapshot.build(
+            [
+                r.cluster("web"),
+                r.endpoints("web", 8081),
+                r.route_config("http", "web"),
+                listener_with_inline_tls(),
+            ]
+        )
+    )
+    client = SotwClient(xds.channel)
+    await client.request(LISTENER, node_=node("edge-1", "edge"))
+    await client.ack(await client.recv())
+    await client.request(CLUSTER)  # sentinel: the ACK above was read first
+    await client.recv()
+    answer = await api.get("/v1/proxies/edge-1/config")
+    (held,) = answer.json()["types"]["LDS"]["resources"]
+    (config,) = (await fetch_csds(xds)).config
+    (entry,) = [e for e in config.generic_xds_configs if e.type_url == LISTENER]
+    from_csds = json_format.MessageToDict(entry.xds_config, preserving_proto_field_name=True)
+    assert from_csds == held["resource"]  # one redaction: the same view on both
+    socket = held["resource"]["filter_chains"][0]["transport_socket"]["typed_config"]
+    with_key, with_provider = socket["common_tls_context"]["tls_certificates"]
+    assert with_key["private_key"] == {"inline_string": "[redacted]"}
+    assert with_key["certificate_chain"] == {"inline_string": CERT}  # public: kept
+    assert with_provider["private_key_provider"] == {"provider_name": "hsm", "typed_config": {}}
+    csds_bytes = entry.xds_config.value
+    for secret in ("MIIEvQIBADANBgkqhkiG9w0BAQEFAAS", "4321"):
+        assert secret not in answer.text
+        assert secret.encode() not in csds_bytes

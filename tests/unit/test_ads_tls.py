@@ -20,11 +20,12 @@ from envoy.service.status.v3 import csds_pb2
 from tests.support import resources as r
 from tests.support.xds_client import SotwClient, node
 from xds_server.cache.snapshot_cache import SnapshotCache
-from xds_server.cache.status import ProxyRegistry
 from xds_server.cache.types import CLUSTER
+from xds_server.cli.serve import parse_serve
 from xds_server.server.grpc_server import start_ads_server
 from xds_server.server.tls import AdsTls, node_allowed
-from xds_server.settings import SettingsError, parse_serve
+from xds_server.settings import SettingsError
+from xds_server.status import ProxyRegistry
 
 SERVER_NAME = "xds-server.test"
 FETCH_CLUSTERS = "/envoy.service.cluster.v3.ClusterDiscoveryService/FetchClusters"

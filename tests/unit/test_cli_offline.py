@@ -12,6 +12,7 @@ import yaml
 
 from xds_server.cli import main
 from xds_server.cli.client import problem_lines
+from xds_server.cli.files import directory_documents
 from xds_server.cli.main import resolve_kind
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -232,3 +233,38 @@ def test_problem_details_are_shown_field_by_field() -> None:
         "  [0] Listener/a spec.port: too big",
         "  body: bad YAML (line 3, column 7)",
     ]
+
+
+def test_validate_a_directory_of_documents(capsys: pytest.CaptureFixture[str]) -> None:
+    examples = ROOT / "api" / "examples"
+    code, out, err = run(capsys, "validate", "-f", str(examples))
+    assert code == 0, err
+    assert out.startswith(f"{examples}: ") and out.rstrip().endswith("documents valid")
+
+
+def test_a_directory_is_its_files_in_name_order_a_later_document_replacing(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "b.yaml").write_text(
+        "kind: Listener\nname: public\nspec: {port: 2}\n---\n"
+        "kind: Route\nname: web\nspec: {listeners: [public]}\n"
+    )
+    (tmp_path / "a.json").write_text(
+        json.dumps([{"kind": "Listener", "name": "public", "spec": {"port": 1}}])
+    )
+    (tmp_path / "notes.txt").write_text("not read")
+    documents = directory_documents(tmp_path)
+    assert [(d["kind"], d["name"], d["spec"]) for d in documents] == [
+        ("Listener", "public", {"port": 2}),
+        ("Route", "web", {"listeners": ["public"]}),
+    ]
+
+
+def test_a_directory_without_documents_or_with_bad_yaml(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, err = run(capsys, "apply", "-f", str(tmp_path))
+    assert code == 2 and "holds no document files" in err
+    (tmp_path / "broken.yaml").write_text("kind: Listener\nname: [a\n")
+    code, _, err = run(capsys, "apply", "-f", str(tmp_path))
+    assert code == 2 and f"{tmp_path / 'broken.yaml'}: not valid YAML at line" in err

@@ -15,19 +15,24 @@ import pytest
 import trustme
 
 from tests.consul_double import ConsulDouble
+from xds_server.consul import Backoff, TokenBucket, go_duration, parse_address
 from xds_server.model.inventory import Health, Inventory
 from xds_server.sources.base import InventorySource, SourceStatus
 from xds_server.sources.consul import ConsulWatcher
-from xds_server.sources.consul_api import ConsulApi, go_duration
-from xds_server.sources.consul_settings import ConsulSettings, parse_address
-from xds_server.sources.ratelimit import Backoff, TokenBucket
+from xds_server.sources.consul_api import ConsulApi
+from xds_server.sources.consul_settings import WatcherSettings
 
 # --- settings ----------------------------------------------------------------------------------
 
 
 def test_settings_defaults_without_environment() -> None:
-    s = ConsulSettings.from_env({})
-    assert (s.scheme, s.host, s.port, s.token) == ("http", "127.0.0.1", 8500, None)
+    s = WatcherSettings.from_env({})
+    assert (s.consul.scheme, s.consul.host, s.consul.port, s.consul.token) == (
+        "http",
+        "127.0.0.1",
+        8500,
+        None,
+    )
     assert s.max_concurrent_queries == 64
     assert s.burst == 2
     assert s.datacenters == ()
@@ -42,9 +47,9 @@ def test_settings_from_consul_environment_variables(tmp_path) -> None:
         "CONSUL_CLIENT_KEY": "/k.pem",
         "CONSUL_HTTP_SSL": "true",
     }
-    s = ConsulSettings.from_env(env)
-    assert (s.scheme, s.host, s.port) == ("https", "consul.internal", 8501)
-    assert (s.token, s.ca_file, s.cert_file, s.key_file) == (
+    s = WatcherSettings.from_env(env)
+    assert (s.consul.scheme, s.consul.host, s.consul.port) == ("https", "consul.internal", 8501)
+    assert (s.consul.token, s.consul.ca_file, s.consul.cert_file, s.consul.key_file) == (
         "secret",
         "/ca.pem",
         "/c.pem",
@@ -54,20 +59,25 @@ def test_settings_from_consul_environment_variables(tmp_path) -> None:
 
     token_file = tmp_path / "token"
     token_file.write_text("from-file\n")
-    s = ConsulSettings.from_env({"CONSUL_HTTP_TOKEN_FILE": str(token_file)})
-    assert s.token == "from-file"
+    s = WatcherSettings.from_env({"CONSUL_HTTP_TOKEN_FILE": str(token_file)})
+    assert s.consul.token == "from-file"
 
 
 def test_explicit_values_override_the_environment() -> None:
     env = {"CONSUL_HTTP_ADDR": "https://a:1", "CONSUL_HTTP_TOKEN": "env"}
-    s = ConsulSettings.from_env(
+    s = WatcherSettings.from_env(
         env, address="b:2", token="flag", datacenters=["dc1", "dc2"], wait=None
     )
-    assert (s.scheme, s.host, s.port, s.token) == ("http", "b", 2, "flag")
+    assert (s.consul.scheme, s.consul.host, s.consul.port, s.consul.token) == (
+        "http",
+        "b",
+        2,
+        "flag",
+    )
     assert s.datacenters == ("dc1", "dc2")
-    assert s.wait == 300.0  # None means "not given"
+    assert s.consul.wait == 300.0  # None means "not given"
     with pytest.raises(TypeError):
-        ConsulSettings.from_env({}, no_such_setting=1)
+        WatcherSettings.from_env({}, no_such_setting=1)
 
 
 @pytest.mark.parametrize(
@@ -104,12 +114,12 @@ def test_parse_address_rejects(address: str) -> None:
 )
 def test_invalid_settings(overrides: dict[str, object]) -> None:
     with pytest.raises(ValueError):
-        ConsulSettings.from_env({}, **overrides)
+        WatcherSettings.from_env({}, **overrides)
 
 
 def test_ssl_env_false_wins_over_an_https_address() -> None:
     env = {"CONSUL_HTTP_ADDR": "https://a:1", "CONSUL_HTTP_SSL": "false"}
-    assert ConsulSettings.from_env(env).scheme == "http"
+    assert WatcherSettings.from_env(env).consul.scheme == "http"
 
 
 @pytest.mark.parametrize(
@@ -173,7 +183,7 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
 class ScriptedApi(ConsulApi):
     """Answers /v1/catalog/services from a script (then blocks); checks and nodes block."""
 
-    def __init__(self, settings: ConsulSettings, answers: list[tuple[int, dict[str, list[str]]]]):
+    def __init__(self, settings: WatcherSettings, answers: list[tuple[int, dict[str, list[str]]]]):
         super().__init__(settings)
         self.answers = collections.deque(answers)
         self.catalog_calls: list[tuple[float, int]] = []
@@ -212,7 +222,7 @@ class ScriptedApi(ConsulApi):
 async def _run_scripted(
     answers: list[tuple[int, dict[str, list[str]]]], **overrides: Any
 ) -> tuple[ScriptedApi, ConsulWatcher, list[Inventory]]:
-    settings = ConsulSettings.from_env({}, resync_interval=0, **overrides)
+    settings = WatcherSettings.from_env({}, resync_interval=0, **overrides)
     api = ScriptedApi(settings, answers)
     watcher = ConsulWatcher(settings, api_factory=lambda _: api)
     published: list[Inventory] = []
@@ -254,14 +264,14 @@ pytest_plugins = ["tests.consul_double.fixtures"]
 
 
 def test_watcher_satisfies_the_protocol() -> None:
-    assert isinstance(ConsulWatcher(ConsulSettings()), InventorySource)
+    assert isinstance(ConsulWatcher(WatcherSettings()), InventorySource)
 
 
 WAIT = 10.0  # deadline for anything that should take well under a second
 LOGGER = "xds_server.sources.consul"
 
 
-def _settings(double: ConsulDouble, **overrides: Any) -> ConsulSettings:
+def _settings(double: ConsulDouble, **overrides: Any) -> WatcherSettings:
     """Test settings: short blocking waits and back-off; rate 5/s so that the back-to-back
     changes of a test are not paced (production default: 1/s, see docs/consul.md)."""
     values: dict[str, Any] = {
@@ -274,7 +284,7 @@ def _settings(double: ConsulDouble, **overrides: Any) -> ConsulSettings:
         "resync_interval": 0,
     }
     values.update(overrides)
-    return ConsulSettings.from_env({}, **values)
+    return WatcherSettings.from_env({}, **values)
 
 
 class Watch:
@@ -315,7 +325,7 @@ class Watch:
 
 
 @contextlib.asynccontextmanager
-async def watching(settings: ConsulSettings) -> AsyncIterator[Watch]:
+async def watching(settings: WatcherSettings) -> AsyncIterator[Watch]:
     watcher = ConsulWatcher(settings)
     watch = Watch(watcher)
     task = asyncio.create_task(watcher.run(watch.publish))
@@ -692,13 +702,13 @@ async def test_tls_with_a_private_ca_and_a_client_certificate(
         "CONSUL_CLIENT_CERT": str(cert_file),
         "CONSUL_CLIENT_KEY": str(key_file),
     }
-    settings = ConsulSettings.from_env(env, wait=5.0, resync_interval=0)
-    assert settings.scheme == "https"
+    settings = WatcherSettings.from_env(env, wait=5.0, resync_interval=0)
+    assert settings.consul.scheme == "https"
     async with watching(settings) as w:
         assert "web" in (await w.next()).services
 
     # Without trusting the CA: a clear TLS error, not ready, no crash.
-    untrusted = ConsulSettings.from_env(
+    untrusted = WatcherSettings.from_env(
         {"CONSUL_HTTP_ADDR": d.url}, wait=5.0, backoff_base=0.05, backoff_max=0.2
     )
     async with watching(untrusted) as w:
@@ -757,7 +767,7 @@ async def test_scale_2000_services_x_5_instances(consul_double: ConsulDouble) ->
     names = d.seed(2000, 5)
     seeded = loop.time() - start
     d.reset_stats()
-    settings = ConsulSettings.from_env({}, address=d.url, wait=30.0)
+    settings = WatcherSettings.from_env({}, address=d.url, wait=30.0)
     assert settings.max_concurrent_queries == 64 and settings.rate == 2.0
     async with watching(settings) as w:
         start = loop.time()

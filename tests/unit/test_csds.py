@@ -93,12 +93,13 @@ def test_secrets_are_redacted_in_status() -> None:
     from envoy.config.core.v3 import base_pb2
     from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 
-    from xds_server.server.csds import REDACTED, redacted
+    from xds_server.cache.redaction import REDACTED, redacted_body
+    from xds_server.cache.types import SECRET
 
     secret = secret_pb2.Secret(name="certificate/shop")
     secret.tls_certificate.certificate_chain.inline_string = "-----BEGIN CERTIFICATE-----"
     secret.tls_certificate.private_key.inline_string = "-----BEGIN PRIVATE KEY-----\nAAAA"
-    shown = secret_pb2.Secret.FromString(redacted(secret.SerializeToString()))
+    shown = secret_pb2.Secret.FromString(redacted_body(SECRET, secret.SerializeToString()))
     assert shown.tls_certificate.private_key == base_pb2.DataSource(inline_string=REDACTED)
     assert shown.tls_certificate.certificate_chain.inline_string.startswith("-----BEGIN CERT")
-    assert b"PRIVATE KEY" not in redacted(secret.SerializeToString())
+    assert b"PRIVATE KEY" not in redacted_body(SECRET, secret.SerializeToString())

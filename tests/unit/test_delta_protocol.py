@@ -6,8 +6,8 @@ from tests.conftest import XdsHarness
 from tests.support import resources as r
 from tests.support.xds_client import DeltaClient, names_of, node
 from xds_server.cache.snapshot import Snapshot
-from xds_server.cache.status import SyncStatus
 from xds_server.cache.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from xds_server.status import SyncStatus
 
 
 def two_clusters(port_a: int = 1, port_b: int = 2) -> Snapshot:

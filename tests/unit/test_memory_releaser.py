@@ -7,7 +7,7 @@ import contextlib
 import threading
 import time
 
-from xds_server.memory import MemoryReleaser, malloc_trim, resident_bytes
+from xds_server.runtime import MemoryReleaser, malloc_trim, resident_bytes
 
 
 class FakeTrim:

@@ -13,11 +13,11 @@ from tests.support import resources as r
 from tests.unit.admin_harness import running_api
 from xds_server.cache.snapshot import Snapshot
 from xds_server.cache.snapshot_cache import SnapshotCache
-from xds_server.cache.status import ProxyEvent, ProxyRegistry, StreamKind
 from xds_server.cache.types import CLUSTER, ROUTE
 from xds_server.observability.hub import Observability
 from xds_server.pipeline import BuildResult
 from xds_server.sources.base import SourceStatus
+from xds_server.status import ProxyEvent, ProxyEventKind, ProxyRegistry, StreamKind
 from xds_server.store import MemoryStore
 
 
@@ -50,12 +50,14 @@ def test_proxy_events_become_counters_and_the_convergence_histogram() -> None:
     hub.registry.connect("b", "edge", "ipv4:127.0.0.1:2", "1.40.0", StreamKind.ADS_DELTA)
     hub.registry.connect("c", "mesh", "ipv4:127.0.0.1:3", "1.40.0", StreamKind.ADS_SOTW)
     for event in (
-        ProxyEvent("send", "a", "edge", CLUSTER, "v1", bytes=100),
-        ProxyEvent("send", "b", "edge", CLUSTER, "v1", bytes=50),
-        ProxyEvent("ack", "a", "edge", CLUSTER, "v1", convergence=0.003),
-        ProxyEvent("ack", "b", "edge", CLUSTER, "v1", convergence=0.2),
-        ProxyEvent("ack", "b", "edge", CLUSTER, "v1"),  # a repeated ACK: no convergence
-        ProxyEvent("nack", "c", "mesh", ROUTE, "v2", "bad route"),
+        ProxyEvent(ProxyEventKind.SEND, "a", "edge", CLUSTER, "v1", bytes=100),
+        ProxyEvent(ProxyEventKind.SEND, "b", "edge", CLUSTER, "v1", bytes=50),
+        ProxyEvent(ProxyEventKind.ACK, "a", "edge", CLUSTER, "v1", convergence=0.003),
+        ProxyEvent(ProxyEventKind.ACK, "b", "edge", CLUSTER, "v1", convergence=0.2),
+        ProxyEvent(
+            ProxyEventKind.ACK, "b", "edge", CLUSTER, "v1"
+        ),  # a repeated ACK: no convergence
+        ProxyEvent(ProxyEventKind.NACK, "c", "mesh", ROUTE, "v2", "bad route"),
     ):
         hub.registry.emit(event)
     found = scrape(hub)

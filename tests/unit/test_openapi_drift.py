@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from xds_server.admin.openapi import REGENERATE, openapi_document, render
+from xds_server.admin.openapi.document import REGENERATE, openapi_document, render
 
 CHECKED_IN = Path(__file__).resolve().parents[2] / "api" / "openapi.json"
 

@@ -10,6 +10,7 @@ responses, byte for byte (nonces included).
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,11 +21,12 @@ from tests.support import resources as r
 from tests.support.xds_client import DeltaClient, SotwClient, node
 from xds_server.cache.snapshot import EMPTY_SNAPSHOT, Snapshot
 from xds_server.cache.snapshot_cache import SnapshotCache
-from xds_server.cache.status import ProxyRegistry
 from xds_server.cache.types import CLUSTER, ENDPOINT, LISTENER, ROUTE
+from xds_server.server import shared
 from xds_server.server.delta import DeltaStream
 from xds_server.server.grpc_server import start_ads_server
 from xds_server.server.sotw import SotwStream
+from xds_server.status import ProxyRegistry
 
 QUIET = 0.15
 
@@ -295,3 +297,19 @@ async def test_sotw_streams_keep_sharing_what_they_hold_after_a_partial_push(
             client.cancel()
         await channel.close()
         await server.stop(None)
+
+
+def test_what_streams_share_is_memoised_per_snapshot_and_goes_with_it() -> None:
+    snapshot = Snapshot.build(STEPS[0])
+    serial = snapshot.serial
+    names = frozenset({"a", "b", "x"})
+    whole = shared.full_state(snapshot, ENDPOINT)
+    assert shared.full_state(snapshot, ENDPOINT) is whole
+    some = shared.selection(snapshot, ENDPOINT, names)
+    assert shared.selection(snapshot, ENDPOINT, frozenset(sorted(names))) is some
+    assert [r.name for r in some.resources] == ["a", "b"]
+    assert shared.held_versions(snapshot, ENDPOINT, names) is some.versions
+    assert shared.full_state(Snapshot.build(STEPS[0]), ENDPOINT) is not whole
+    del snapshot
+    gc.collect()
+    assert serial not in shared._memos  # the memo went with its snapshot

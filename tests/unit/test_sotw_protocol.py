@@ -12,8 +12,8 @@ from tests.conftest import XdsHarness
 from tests.support import resources as r
 from tests.support.xds_client import SotwClient, names_of, node
 from xds_server.cache.snapshot import Snapshot
-from xds_server.cache.status import SyncStatus
 from xds_server.cache.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
+from xds_server.status import SyncStatus
 
 CDS_ONLY = "/envoy.service.cluster.v3.ClusterDiscoveryService/StreamClusters"
 

@@ -20,6 +20,7 @@ import trustme
 
 from tests.consul_double import ConsulDouble
 from tests.unit.admin_harness import assert_problem, listener, route, running_api
+from xds_server.consul import ConsulKv, ConsulSettings, TxnOutcome
 from xds_server.store import (
     Change,
     ConfigState,
@@ -29,8 +30,7 @@ from xds_server.store import (
     RevisionNotFound,
     StoreUnavailable,
 )
-from xds_server.store.consul_http import ConsulKv, ConsulKvSettings, TxnOutcome
-from xds_server.store.consul_kv import ConsulKvStore, normalise_prefix
+from xds_server.store.consul_kv import ConsulKvSettings, ConsulKvStore, normalise_prefix
 
 PREFIX = "xds/config"
 
@@ -42,13 +42,12 @@ def double() -> Iterator[ConsulDouble]:
 
 
 def settings(double: ConsulDouble, **kw: Any) -> ConsulKvSettings:
-    values: dict[str, Any] = {
-        "request_timeout": 2.0,
-        "wait": 10.0,
-        "backoff_base": 0.05,
-        "backoff_max": 0.2,
-    }
-    return ConsulKvSettings(double.url, **(values | kw))
+    """The store's settings on the double; ``kw``: fields of either settings class."""
+    consul: dict[str, Any] = {"address": double.url, "request_timeout": 2.0, "wait": 10.0}
+    store: dict[str, Any] = {"backoff_base": 0.05, "backoff_max": 0.2}
+    for key, value in kw.items():
+        (consul if key in ConsulSettings.__dataclass_fields__ else store)[key] = value
+    return ConsulKvSettings(ConsulSettings.from_env({}, **consul), **store)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.consul_double import ConsulDouble
+from xds_server.consul import ConsulSettings
 from xds_server.store import (
     Change,
     ConfigState,
@@ -25,8 +26,7 @@ from xds_server.store import (
     SqliteStore,
     StoreError,
 )
-from xds_server.store.consul_http import ConsulKvSettings
-from xds_server.store.consul_kv import ConsulKvStore
+from xds_server.store.consul_kv import ConsulKvSettings, ConsulKvStore
 
 
 @pytest.fixture(params=["memory", "sqlite", "consul-kv"])
@@ -35,7 +35,10 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     if request.param == "consul-kv":
         with ConsulDouble(jitter=False) as double:
             s = ConsulKvStore(
-                "xds/config", ConsulKvSettings(double.url, request_timeout=5.0, wait=10.0)
+                "xds/config",
+                ConsulKvSettings(
+                    ConsulSettings.from_env({}, address=double.url, request_timeout=5.0, wait=10.0)
+                ),
             )
             await s.open()
             yield s

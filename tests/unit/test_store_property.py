@@ -23,7 +23,7 @@ from xds_server.store import (
     NotFound,
     SqliteStore,
 )
-from xds_server.store.core import BaseStore
+from xds_server.store.backend import BaseStore
 
 Key = tuple[str, str]
 ModelDoc = tuple[dict[str, Any], int, int]  # spec, created_revision, revision

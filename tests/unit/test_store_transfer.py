@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 from tests.consul_double import ConsulDouble
 from tests.support import seed
-from xds_server import cli_store
+from xds_server.cli import store as cli_store
+from xds_server.consul import ConsulSettings
 from xds_server.store import Change, ConfigState, MemoryStore, SqliteStore
-from xds_server.store.consul_http import ConsulKvSettings
-from xds_server.store.consul_kv import ConsulKvStore
+from xds_server.store.consul_kv import ConsulKvSettings, ConsulKvStore
 from xds_server.store.transfer import (
     TransferError,
     check_export,
@@ -56,7 +56,12 @@ async def test_sqlite_to_consul_kv_in_one_revision_ages_kept(tmp_path: Path) -> 
         (1, "b"), (1, "l"), (2, "a"), (3, "b"), (3, "gone"), (4, "gone"),
     ]  # fmt: skip
     with ConsulDouble(jitter=False) as double:
-        target = ConsulKvStore("moved", ConsulKvSettings(double.url, request_timeout=5, wait=10))
+        target = ConsulKvStore(
+            "moved",
+            ConsulKvSettings(
+                ConsulSettings.from_env({}, address=double.url, request_timeout=5, wait=10)
+            ),
+        )
         await target.open()
         try:
             await target.commit([Change("Route", "stale", {})], "t")  # replaced by the import

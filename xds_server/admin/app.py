@@ -7,20 +7,23 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from xds_server.admin.apply import apply_router
-from xds_server.admin.components import add_components
 from xds_server.admin.context import AdminContext
 from xds_server.admin.errors import install_error_handlers
-from xds_server.admin.events import events_router
-from xds_server.admin.health import health_router
-from xds_server.admin.history import history_router
 from xds_server.admin.kinds import resource_kinds
-from xds_server.admin.limits import BodySizeLimit
-from xds_server.admin.metrics import AdminRequestMetrics, RequestMetricsMiddleware, metrics_router
-from xds_server.admin.proxies import proxies_router
-from xds_server.admin.resources import resource_router
-from xds_server.admin.revision_header import ConfigRevisionHeader
-from xds_server.admin.rollback import rollback_router
+from xds_server.admin.middleware.limits import BodySizeLimit
+from xds_server.admin.middleware.request_metrics import (
+    AdminRequestMetrics,
+    RequestMetricsMiddleware,
+)
+from xds_server.admin.middleware.revision_header import ConfigRevisionHeader
+from xds_server.admin.openapi.components import add_components
+from xds_server.admin.routes.apply import apply_router
+from xds_server.admin.routes.events import events_router
+from xds_server.admin.routes.health import health_router
+from xds_server.admin.routes.history import history_router
+from xds_server.admin.routes.metrics import metrics_router
+from xds_server.admin.routes.proxies import proxies_router
+from xds_server.admin.routes.resources import resource_router
 from xds_server.admin.services import AdminServices
 
 DESCRIPTION = """\
@@ -59,7 +62,6 @@ def create_admin_app(context: AdminContext) -> FastAPI:
         app.include_router(resource_router(kind, services))
     app.include_router(apply_router(services))
     app.include_router(history_router(services))
-    app.include_router(rollback_router(services))
     app.include_router(proxies_router(context.proxies, context.cache))
     app.include_router(events_router(context.events))
     app.include_router(metrics_router(context.metrics))

@@ -16,13 +16,13 @@ from types import MappingProxyType
 from typing import Any
 
 from xds_server.admin.certificates import shared_reader
-from xds_server.admin.kinds import kind_named
 from xds_server.model import (
     AnyDocument,
     Config,
     Inventory,
     Problem,
     ValidationReport,
+    kind_named,
     validate_config,
 )
 from xds_server.model.config_parser import ConfigParser

@@ -13,12 +13,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 
-from xds_server.admin.events import EventLog
-from xds_server.admin.health import ReadinessCheck
+from xds_server.admin.routes.health import ReadinessCheck
 from xds_server.cache.snapshot_cache import SnapshotCache
-from xds_server.cache.status import ProxyRegistry
 from xds_server.model import Config, Inventory
 from xds_server.model.config_parser import ConfigParser
+from xds_server.status import EventLog, ProxyRegistry
 from xds_server.store import ConfigStore
 
 #: ``(before, after) -> what would change in Envoy``: a JSON object (e.g. resources added,

@@ -28,7 +28,7 @@ from starlette.routing import Match
 
 from xds_server.admin.problem import ApiError, error_response, item, problem_items, problem_response
 from xds_server.admin.writes import ValidationFailed
-from xds_server.model import InvalidDocuments
+from xds_server.model import InvalidDocuments, Problem
 from xds_server.model.problems import field_path
 from xds_server.store import (
     InvalidChange,
@@ -112,28 +112,27 @@ async def _request_validation(request: Request, error: Exception) -> Response:
     )
 
 
-async def _validation_failed(request: Request, error: Exception) -> Response:
-    assert isinstance(error, ValidationFailed)
+def _invalid(request: Request, what: str, detail: str, problems: list[Problem]) -> Response:
+    """A 422 naming every problem (``what``: ``config`` or ``document``)."""
     return problem_response(
         422,
-        "invalid-config",
-        f"the resulting config would be invalid: {error}",
-        problem_items(error.problems),
-        title="Invalid config",
+        f"invalid-{what}",
+        detail,
+        problem_items(problems),
+        title=f"Invalid {what}",
         instance=request.url.path,
     )
+
+
+async def _validation_failed(request: Request, error: Exception) -> Response:
+    assert isinstance(error, ValidationFailed)
+    detail = f"the resulting config would be invalid: {error}"
+    return _invalid(request, "config", detail, error.problems)
 
 
 async def _invalid_documents(request: Request, error: Exception) -> Response:
     assert isinstance(error, InvalidDocuments)
-    return problem_response(
-        422,
-        "invalid-document",
-        str(error),
-        problem_items(error.problems),
-        title="Invalid document",
-        instance=request.url.path,
-    )
+    return _invalid(request, "document", str(error), error.problems)
 
 
 async def _precondition_failed(request: Request, error: Exception) -> Response:

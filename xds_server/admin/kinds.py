@@ -1,10 +1,10 @@
-"""The resource kinds the REST API serves, and what differs between them.
+"""What the REST API adds to each kind of the model's table (``model.KINDS``).
 
-Everything else (routes, validation, history) is generic over a :class:`ResourceKind`. A new
-kind (``tls-policies``, ``certificates``) is one more entry here: its URL segment, its
-document model, the ``Config`` field that holds it, its list filters, and ``redact`` for
-write-only fields (a certificate's private key is accepted by ``PUT`` and never returned by
-any read, list, history entry or write result).
+Everything else (routes, validation, history) is generic over a :class:`ResourceKind`: a row of
+the model's table, plus the kind's list filters, and ``redact`` for write-only fields (a
+certificate's private key is accepted by ``PUT`` and never returned by any read, list,
+history entry or write result) and ``describe`` for read-only ``info``. A kind with none of
+these needs nothing here.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, Final
 
 from pydantic import BaseModel
 
@@ -22,22 +22,17 @@ from xds_server.admin.certificates import (
     redact_certificate,
 )
 from xds_server.model import (
-    AuthPolicyDocument,
+    KINDS,
     AuthPolicySpec,
-    CertificateDocument,
     Kind,
-    ListenerDocument,
+    KindInfo,
     ListenerSpec,
-    RateLimitPolicyDocument,
     RateLimitPolicySpec,
-    RetryPolicyDocument,
-    RouteDocument,
     RouteSpec,
-    ServicePolicyDocument,
-    TlsPolicyDocument,
+    ServicePolicySpec,
+    TlsPolicySpec,
 )
-from xds_server.model.service_policy import ServicePolicySpec
-from xds_server.model.tls import TlsPolicySpec
+from xds_server.model import kind_named as model_kind_named
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +50,7 @@ def _as_is(spec: Mapping[str, Any]) -> Mapping[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class ResourceKind:
-    kind: Kind
-    #: The URL segment: ``/v1/{path}``.
-    path: str
-    #: The model's ``{kind, name, spec}`` class.
-    document_model: type[BaseModel]
-    #: The attribute of ``model.Config`` holding this kind's entries.
-    config_field: str
-    summary: str
+    info: KindInfo
     filters: tuple[ListFilter, ...] = ()
     #: The spec as it may leave the server (write-only fields removed).
     redact: Callable[[Mapping[str, Any]], Mapping[str, Any]] = _as_is
@@ -71,10 +59,12 @@ class ResourceKind:
     info_model: type[BaseModel] | None = None
 
     @property
-    def spec_model(self) -> type[BaseModel]:
-        annotation = self.document_model.model_fields["spec"].annotation
-        assert isinstance(annotation, type) and issubclass(annotation, BaseModel)
-        return annotation
+    def kind(self) -> Kind:
+        return self.info.kind
+
+    @property
+    def path(self) -> str:
+        return self.info.path
 
 
 def _route_has_listener(spec: RouteSpec, value: str) -> bool:
@@ -116,136 +106,70 @@ def _policy_on_listener(spec: AuthPolicySpec | RateLimitPolicySpec, value: str) 
     return value in spec.listeners
 
 
-@cache
-def resource_kinds() -> tuple[ResourceKind, ...]:
-    """Every kind, in the order of the API reference."""
-    return (
-        ResourceKind(
-            Kind.LISTENER,
-            "listeners",
-            ListenerDocument,
-            "listeners",
-            "An address and port on which a proxy group accepts HTTP traffic.",
-            filters=(
-                ListFilter(
-                    "group",
-                    "Only listeners an Envoy of this proxy group gets (those listing it, and "
-                    "those for every group).",
-                    _listener_for_group,
-                ),
-                ListFilter(
-                    "tls_policy", "Only listeners using this TLS policy.", _listener_uses_policy
-                ),
-            ),
+_ON_LISTENER: Final = ListFilter(
+    "listener", "Only policies applying to every request of this listener.", _policy_on_listener
+)
+_FILTERS: Final[Mapping[Kind, tuple[ListFilter, ...]]] = {
+    Kind.LISTENER: (
+        ListFilter(
+            "group",
+            "Only listeners an Envoy of this proxy group gets (those listing it, and those for "
+            "every group).",
+            _listener_for_group,
         ),
-        ResourceKind(
-            Kind.ROUTE,
-            "routes",
-            RouteDocument,
-            "routes",
-            "Which requests on which listeners go to which services.",
-            filters=(
-                ListFilter(
-                    "listener", "Only routes attached to this listener.", _route_has_listener
-                ),
-                ListFilter(
-                    "service",
-                    "Only routes sending to this service (as a backend or a mirror).",
-                    _route_sends_to,
-                ),
-                ListFilter(
-                    "hostname", "Only routes listing exactly this hostname.", _route_has_hostname
-                ),
-            ),
+        ListFilter("tls_policy", "Only listeners using this TLS policy.", _listener_uses_policy),
+    ),
+    Kind.ROUTE: (
+        ListFilter("listener", "Only routes attached to this listener.", _route_has_listener),
+        ListFilter(
+            "service",
+            "Only routes sending to this service (as a backend or a mirror).",
+            _route_sends_to,
         ),
-        ResourceKind(
-            Kind.RETRY_POLICY,
-            "retry-policies",
-            RetryPolicyDocument,
-            "retry_policies",
-            "When and how Envoy retries a request; routes use it by name.",
+        ListFilter("hostname", "Only routes listing exactly this hostname.", _route_has_hostname),
+    ),
+    Kind.SERVICE_POLICY: (
+        ListFilter(
+            "tls_policy", "Only service policies using this TLS policy.", _service_policy_uses_tls
         ),
-        ResourceKind(
-            Kind.SERVICE_POLICY,
-            "service-policies",
-            ServicePolicyDocument,
-            "service_policies",
-            "How Envoy talks to one registry service (named like the service).",
-            filters=(
-                ListFilter(
-                    "tls_policy",
-                    "Only service policies using this TLS policy.",
-                    _service_policy_uses_tls,
-                ),
-            ),
+    ),
+    Kind.TLS_POLICY: (
+        ListFilter(
+            "certificate",
+            "Only TLS policies using this certificate (or CA bundle).",
+            _tls_policy_uses_certificate,
         ),
-        ResourceKind(
-            Kind.TLS_POLICY,
-            "tls-policies",
-            TlsPolicyDocument,
-            "tls_policies",
-            "How Envoy speaks TLS to clients of https listeners (downstream) and to services "
-            "(upstream).",
-            filters=(
-                ListFilter(
-                    "certificate",
-                    "Only TLS policies using this certificate (or CA bundle).",
-                    _tls_policy_uses_certificate,
-                ),
-            ),
-        ),
-        ResourceKind(
-            Kind.CERTIFICATE,
-            "certificates",
-            CertificateDocument,
-            "certificates",
-            "A certificate chain with its private key (write-only: never shown), or a CA "
-            "bundle; inline PEM or file paths. Reads add info: subject, SANs, issuer, "
-            "validity and fingerprint.",
+    ),
+    Kind.AUTH_POLICY: (_ON_LISTENER,),
+    Kind.RATE_LIMIT_POLICY: (_ON_LISTENER,),
+}
+
+
+def _with_extras(info: KindInfo) -> ResourceKind:
+    filters = _FILTERS.get(info.kind, ())
+    if info.kind is Kind.CERTIFICATE:
+        return ResourceKind(
+            info,
+            filters,
             redact=redact_certificate,
             describe=describe_certificate,
             info_model=CertificateInfo,
-        ),
-        ResourceKind(
-            Kind.AUTH_POLICY,
-            "auth-policies",
-            AuthPolicyDocument,
-            "auth_policies",
-            "JWT authentication (OAuth2/OIDC tokens): the issuers trusted, and the listeners "
-            "on which every request needs a token; route rules may require it, require "
-            "claims, or opt out.",
-            filters=(
-                ListFilter(
-                    "listener",
-                    "Only policies applying to every request of this listener.",
-                    _policy_on_listener,
-                ),
-            ),
-        ),
-        ResourceKind(
-            Kind.RATE_LIMIT_POLICY,
-            "rate-limit-policies",
-            RateLimitPolicyDocument,
-            "rate_limit_policies",
-            "A local (per Envoy) token bucket for the requests of listeners and route rules, "
-            "optionally one per header value or client address.",
-            filters=(
-                ListFilter(
-                    "listener",
-                    "Only policies applying to every request of this listener.",
-                    _policy_on_listener,
-                ),
-            ),
-        ),
-    )
+        )
+    return ResourceKind(info, filters)
+
+
+@cache
+def resource_kinds() -> tuple[ResourceKind, ...]:
+    """Every kind, in the order of the API reference."""
+    return tuple(_with_extras(info) for info in KINDS)
 
 
 def kind_named(kind: str) -> ResourceKind | None:
     """The kind by its name (``Route``) or URL segment (``routes``)."""
-    for resource in resource_kinds():
-        if kind in (resource.kind.value, resource.path):
-            return resource
-    return None
+    info = model_kind_named(kind)
+    if info is None:
+        return None
+    return next(resource for resource in resource_kinds() if resource.info is info)
 
 
 def redact(kind: str, spec: Mapping[str, Any] | None) -> Mapping[str, Any] | None:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
 from xds_server.model import Problem
+from xds_server.model.text import ListedProblem
 
 PROBLEM_JSON: Final = "application/problem+json"
 TYPE_PREFIX: Final = "urn:xds-server:problem:"
@@ -62,6 +63,20 @@ def problem_items(
             index=index.get((p.kind, p.name)) if index is not None else None,
         )
         for p in problems
+    ]
+
+
+def listed_items(problems: Iterable[ListedProblem]) -> list[dict[str, Any]]:
+    """Problems of the documents of a list, each with the document's ``index``."""
+    return [
+        item(
+            listed.problem.field,
+            listed.problem.reason,
+            kind=listed.problem.kind or None,
+            name=listed.problem.name or None,
+            index=listed.index,
+        )
+        for listed in problems
     ]
 
 

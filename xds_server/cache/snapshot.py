@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -71,9 +71,6 @@ def set_version(resources: Iterable[Resource]) -> str:
 
 _EMPTY: Mapping[str, Resource] = MappingProxyType({})
 _serials = itertools.count(1)
-#: Distinct explicit selections memoised per snapshot and type (a bound against clients that
-#: subscribe to ever different sets; beyond it responses are built without the memo).
-_MAX_SELECTIONS = 64
 #: How many builds back a snapshot remembers what changed.
 _HISTORY = 8
 
@@ -88,38 +85,17 @@ class TypeChanges:
     removed: frozenset[str]
 
 
-@dataclass(frozen=True, slots=True)
-class Selection:
-    """Some resources of one type, sorted by name, with what every stream sending them needs.
-
-    Shared by all streams that send the same selection of the same snapshot: the response
-    body is joined once, and the name -> version map (what a client then holds) is one
-    read-only mapping instead of one dictionary per stream.
-    """
-
-    resources: tuple[Resource, ...]
-    #: ``DiscoveryResponse.resources`` fields of every resource, concatenated.
-    sotw_body: bytes
-    #: ``DeltaDiscoveryResponse.resources`` fields, concatenated.
-    delta_body: bytes
-    versions: Mapping[str, str]
-    by_name: Mapping[str, Resource]
-
-    @staticmethod
-    def of(resources: Iterable[Resource]) -> Selection:
-        ordered = tuple(sorted(resources, key=lambda r: r.name))
-        return Selection(
-            resources=ordered,
-            sotw_body=b"".join(r.sotw_field for r in ordered),
-            delta_body=b"".join(r.delta_field for r in ordered),
-            versions=MappingProxyType({r.name: r.version for r in ordered}),
-            by_name=MappingProxyType({r.name: r for r in ordered}),
-        )
+#: Changes per type URL; a type not in the mapping did not change.
+Changes = Mapping[str, TypeChanges]
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Resources per type URL, each keyed by name. Never mutated once built."""
+    """Resources per type URL, each keyed by name. Never mutated once built.
+
+    A plain container: what streams share when they send it (bodies, name -> version maps)
+    is memoised on the server side (``xds_server.server.shared``).
+    """
 
     resources: Mapping[str, Mapping[str, Resource]]
     #: The protobuf messages the snapshot was built from, kept for consistency checks and
@@ -132,22 +108,12 @@ class Snapshot:
     )
     #: The serial of the snapshot this one was built from (``build(previous=...)``).
     base_serial: int | None = field(default=None, repr=False, compare=False)
-    #: What changed since that snapshot, per type URL; a type not in the mapping did not
-    #: change. None when the snapshot was not built from another one.
-    changes: Mapping[str, TypeChanges] | None = field(default=None, repr=False, compare=False)
+    #: What changed since that snapshot. None when the snapshot was not built from another.
+    changes: Changes | None = field(default=None, repr=False, compare=False)
     #: ``(base_serial, changes)`` of this snapshot and of its ancestors, newest first (at
     #: most ``_HISTORY``), so a stream that missed a snapshot or two still gets a diff.
-    history: tuple[tuple[int, Mapping[str, TypeChanges]], ...] = field(
-        default=(), repr=False, compare=False
-    )
-    _memo: dict[Any, Selection] = field(default_factory=dict, init=False, repr=False, compare=False)
-    _since: dict[int, Mapping[str, TypeChanges] | None] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
-    _held: dict[Any, Mapping[str, str]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
-    _by_identity: dict[tuple[Any, ...], tuple[tuple[object, ...], Any]] = field(
+    history: tuple[tuple[int, Changes], ...] = field(default=(), repr=False, compare=False)
+    _since: dict[int, Changes | None] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
@@ -164,74 +130,22 @@ class Snapshot:
         the snapshot records what changed since ``previous`` (``changes``), so streams in
         sync with ``previous`` look only at that.
         """
-        flat: Iterable[Message]
         if isinstance(messages, Mapping):
-            flat = (m for group in messages.values() for m in group)
-        else:
-            flat = messages
-        by_type: dict[str, dict[str, Resource]] = {}
-        kept: dict[str, dict[str, Any]] = {}
-        updated: dict[str, set[str]] = {}
-        kinds: dict[Any, tuple[str, dict[str, Resource], dict[str, Any], Mapping[str, Any]]] = {}
-        old_messages: Mapping[str, Mapping[str, Any]] = (
-            previous.messages if previous is not None else {}
-        )
-        for message in flat:
-            # Per message type once: its type URL, where its resources go, what was there.
-            descriptor = message.DESCRIPTOR
-            kind = kinds.get(descriptor)
-            if kind is None:
-                type_url = type_url_of(descriptor.full_name)
-                kind = kinds[descriptor] = (
-                    type_url,
-                    by_type.setdefault(type_url, {}),
-                    kept.setdefault(type_url, {}),
-                    old_messages.get(type_url, _EMPTY),
-                )
-            type_url, resources, messages_of_type, old_of_type = kind
-            name = resource_name(message)
-            old = old_of_type.get(name)
-            # Translation caches its per-item messages, so an unchanged one is usually the
-            # very same object: no need to compare it field by field.
-            if old is not None and (old is message or old == message):
-                assert previous is not None
-                resource = previous.resources[type_url][name]
-            else:
-                resource = Resource.of(name, message)
-                updated.setdefault(type_url, set()).add(name)
-            resources[name] = resource
-            messages_of_type[name] = message
-        changes: dict[str, TypeChanges] | None = None
-        if previous is not None:
-            changes = {}
-            for type_url in previous.resources.keys() | by_type.keys():
-                now = by_type.get(type_url, {})
-                removed = frozenset(n for n in previous.of_type(type_url) if n not in now)
-                names = frozenset(updated.get(type_url, ()))
-                if names or removed:
-                    changes[type_url] = TypeChanges(names, removed)
-        frozen_changes = MappingProxyType(changes) if changes is not None else None
-        history: tuple[tuple[int, Mapping[str, TypeChanges]], ...] = ()
-        if previous is not None and frozen_changes is not None:
-            history = ((previous.serial, frozen_changes), *previous.history[: _HISTORY - 1])
+            messages = (m for group in messages.values() for m in group)
+        by_type, kept, updated = _serialise(messages, previous)
+        resources = _frozen(by_type)
+        if previous is None:
+            return Snapshot(resources=resources, messages=_frozen(kept))
+        changes = MappingProxyType(_changes_between(previous, by_type, updated))
         return Snapshot(
-            resources=MappingProxyType(
-                {t: MappingProxyType(r) for t, r in by_type.items()},
-            ),
-            messages=MappingProxyType({t: MappingProxyType(m) for t, m in kept.items()}),
-            base_serial=previous.serial if previous is not None else None,
-            changes=frozen_changes,
-            history=history,
+            resources=resources,
+            messages=_frozen(kept),
+            base_serial=previous.serial,
+            changes=changes,
+            history=((previous.serial, changes), *previous.history[: _HISTORY - 1]),
         )
 
-    def reuse(self, type_url: str, name: str, message: Message) -> Resource | None:
-        """The serialised resource of ``message`` if this snapshot has an equal one."""
-        old = self.messages.get(type_url, {}).get(name)
-        if old is not None and (old is message or old == message):
-            return self.resources[type_url][name]
-        return None
-
-    def changes_since(self, serial: int | None) -> Mapping[str, TypeChanges] | None:
+    def changes_since(self, serial: int | None) -> Changes | None:
         """What changed since the snapshot ``serial`` (an ancestor, through ``build``'s
         ``previous``), per type URL: ``updated`` names present here whose resource may differ,
         ``removed`` names that were there and are not here. None when unknown."""
@@ -241,91 +155,42 @@ class Snapshot:
             return self.changes
         if serial in self._since:
             return self._since[serial]
+        steps = self._steps_since(serial)
+        combined = self._combined(steps) if steps else None
+        if len(self._since) < _HISTORY:
+            self._since[serial] = combined
+        return combined
+
+    def _steps_since(self, serial: int) -> list[Changes]:
+        """The recorded changes from ``serial`` to here, newest first; empty when ``serial``
+        is not a recent ancestor."""
         steps = []
         for base, changes in self.history:
             steps.append(changes)
             if base == serial:
-                break
-        else:
-            steps = []
-        combined: dict[str, TypeChanges] | None = None
-        if steps:
-            updated: dict[str, set[str]] = {}
-            removed: dict[str, set[str]] = {}
-            for changes in steps:
-                for type_url, change in changes.items():
-                    updated.setdefault(type_url, set()).update(change.updated)
-                    removed.setdefault(type_url, set()).update(change.removed)
-            combined = {}
-            for type_url in updated:
-                present = self.of_type(type_url)
-                names = frozenset(n for n in updated[type_url] if n in present)
-                gone = frozenset(n for n in removed[type_url] if n not in present)
-                if names or gone:
-                    combined[type_url] = TypeChanges(names, gone)
-        if len(self._since) < _HISTORY:
-            self._since[serial] = combined
+                return steps
+        return []
+
+    def _combined(self, steps: list[Changes]) -> dict[str, TypeChanges]:
+        updated: dict[str, set[str]] = {}
+        removed: dict[str, set[str]] = {}
+        for changes in steps:
+            for type_url, change in changes.items():
+                updated.setdefault(type_url, set()).update(change.updated)
+                removed.setdefault(type_url, set()).update(change.removed)
+        combined = {}
+        for type_url in updated:
+            present = self.of_type(type_url)
+            names = frozenset(n for n in updated[type_url] if n in present)
+            gone = frozenset(n for n in removed[type_url] if n not in present)
+            if names or gone:
+                combined[type_url] = TypeChanges(names, gone)
         return combined
 
     @property
     def unchanged(self) -> bool:
         """Built from a previous snapshot and identical to it (same resources)."""
         return self.changes is not None and not self.changes
-
-    def full_state(self, type_url: str) -> Selection:
-        """Every resource of a type (what a wildcard subscriber gets), memoised."""
-        key = (type_url, None)
-        found = self._memo.get(key)
-        if found is None:
-            found = self._memo[key] = Selection.of(self.of_type(type_url).values())
-        return found
-
-    def selection(self, type_url: str, names: frozenset[str]) -> Selection:
-        """The named resources of a type that exist, memoised per distinct set of names."""
-        key = (type_url, names)
-        found = self._memo.get(key)
-        if found is None:
-            present = self.of_type(type_url)
-            found = Selection.of(present[n] for n in names if n in present)
-            if len(self._memo) < _MAX_SELECTIONS:
-                self._memo[key] = found
-        return found
-
-    def held_versions(
-        self, type_url: str, names: frozenset[str] | None
-    ) -> Mapping[str, str] | None:
-        """What a client subscribed to ``names`` (None: wildcard) holds once in sync with this
-        snapshot, name -> version: one read-only map shared by every such client. None when
-        too many distinct subscriptions have a map already (the caller keeps its own)."""
-        key = (type_url, names)
-        selection = self._memo.get(key)
-        if selection is not None:
-            return selection.versions
-        held = self._held.get(key)
-        if held is None:
-            if len(self._held) >= _MAX_SELECTIONS:
-                return None
-            present = self.of_type(type_url)
-            if names is None:
-                held = MappingProxyType({n: r.version for n, r in present.items()})
-            else:
-                held = MappingProxyType({n: present[n].version for n in names if n in present})
-            self._held[key] = held
-        return held
-
-    def shared(self, key: str, objects: tuple[object, ...], compute: Callable[[], _V]) -> _V:
-        """``compute()``, once per snapshot for the same ``key`` (by value) and ``objects``
-        (by identity): what every stream in the same position would compute alike. Not
-        memoised beyond ``_MAX_SELECTIONS`` distinct positions."""
-        memo_key = (key, *(id(o) for o in objects))
-        hit = self._by_identity.get(memo_key)
-        if hit is not None and all(a is b for a, b in zip(hit[0], objects, strict=True)):
-            value: _V = hit[1]
-            return value
-        value = compute()
-        if len(self._by_identity) < _MAX_SELECTIONS:
-            self._by_identity[memo_key] = (objects, value)
-        return value
 
     def of_type(self, type_url: str) -> Mapping[str, Resource]:
         return self.resources.get(type_url, _EMPTY)
@@ -344,6 +209,67 @@ class Snapshot:
 
     def __len__(self) -> int:
         return sum(len(r) for r in self.resources.values())
+
+
+_ByType = dict[str, dict[str, _V]]
+
+
+def _serialise(
+    flat: Iterable[Message], previous: Snapshot | None
+) -> tuple[_ByType[Resource], _ByType[Any], dict[str, set[str]]]:
+    """(resources, messages, names serialised anew) per type URL. A message equal to the one
+    ``previous`` has under its name keeps that one's serialised resource."""
+    by_type: _ByType[Resource] = {}
+    kept: _ByType[Any] = {}
+    updated: dict[str, set[str]] = {}
+    kinds: dict[Any, tuple[str, dict[str, Resource], dict[str, Any], Mapping[str, Any]]] = {}
+    old_messages: Mapping[str, Mapping[str, Any]] = (
+        previous.messages if previous is not None else {}
+    )
+    for message in flat:
+        # Per message type once: its type URL, where its resources go, what was there.
+        descriptor = message.DESCRIPTOR
+        kind = kinds.get(descriptor)
+        if kind is None:
+            type_url = type_url_of(descriptor.full_name)
+            kind = kinds[descriptor] = (
+                type_url,
+                by_type.setdefault(type_url, {}),
+                kept.setdefault(type_url, {}),
+                old_messages.get(type_url, _EMPTY),
+            )
+        type_url, resources, messages_of_type, old_of_type = kind
+        name = resource_name(message)
+        old = old_of_type.get(name)
+        # Translation caches its per-item messages, so an unchanged one is usually the
+        # very same object: no need to compare it field by field.
+        if old is not None and (old is message or old == message):
+            assert previous is not None
+            resource = previous.resources[type_url][name]
+        else:
+            resource = Resource.of(name, message)
+            updated.setdefault(type_url, set()).add(name)
+        resources[name] = resource
+        messages_of_type[name] = message
+    return by_type, kept, updated
+
+
+def _changes_between(
+    previous: Snapshot, by_type: _ByType[Resource], updated: dict[str, set[str]]
+) -> dict[str, TypeChanges]:
+    """What differs from ``previous``, per type URL that changed."""
+    changes = {}
+    for type_url in previous.resources.keys() | by_type.keys():
+        now = by_type.get(type_url, {})
+        removed = frozenset(n for n in previous.of_type(type_url) if n not in now)
+        names = frozenset(updated.get(type_url, ()))
+        if names or removed:
+            changes[type_url] = TypeChanges(names, removed)
+    return changes
+
+
+def _frozen(by_type: _ByType[_V]) -> Mapping[str, Mapping[str, _V]]:
+    return MappingProxyType({t: MappingProxyType(items) for t, items in by_type.items()})
 
 
 EMPTY_SNAPSHOT = Snapshot(resources=MappingProxyType({}))

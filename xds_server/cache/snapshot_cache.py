@@ -79,12 +79,6 @@ class SnapshotCache:
         )
         self._notify(previous)
 
-    def set_snapshot(self, group: str, snapshot: Snapshot, *, check: bool = True) -> None:
-        """Replace one group's snapshot, keeping the others."""
-        groups = dict(self._state.groups)
-        groups[group] = snapshot
-        self.set_snapshots(self._state.default, groups, check=check)
-
     async def wait_for_change(self, generation: int) -> CacheState:
         """Return the cache state once its generation differs from ``generation``."""
         while self._state.generation == generation:

@@ -11,17 +11,20 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
+from rich.text import Text
 
-from xds_server import cli_store
 from xds_server.cli import render
+from xds_server.cli import serve as serve_command
+from xds_server.cli import store as store_command
 from xds_server.cli.client import DEFAULT_SERVER, ApiClient, CliError, error_item_line
-from xds_server.cli.serve import run_serve
+from xds_server.cli.files import read_documents
+from xds_server.model import KINDS
 
 HELP = """An xDS control plane for Envoy, and the command line of its REST API.
 
@@ -49,15 +52,30 @@ class BootstrapFormat(StrEnum):
     json = "json"
 
 
+#: The connection and output flags are taken before the command (``xds-server --server URL
+#: status``) and after it (``xds-server status --server URL``), like kubectl's; after wins.
 OutputOption = Annotated[
-    Output, typer.Option("--output", "-o", help="table (default), json or yaml.")
+    Output | None, typer.Option("--output", "-o", help="table (default), json or yaml.")
+]
+ServerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        help=f"The server's REST API (admin) URL (env XDS_SERVER_URL; default {DEFAULT_SERVER}).",
+    ),
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option("--token", help="Sent as 'Authorization: Bearer TOKEN' (env XDS_SERVER_TOKEN)."),
 ]
 FileOption = Annotated[
     str,
     typer.Option(
         "--filename",
         "-f",
-        help="A YAML stream ('---' between documents) or JSON; '-' reads stdin.",
+        help="A YAML stream ('---' between documents) or JSON; '-' reads stdin; a directory: "
+        "its .yaml, .yml and .json files together (a later file's document replaces an earlier "
+        "one's).",
     ),
 ]
 KindArgument = Annotated[
@@ -65,10 +83,35 @@ KindArgument = Annotated[
 ]
 
 
-def client(ctx: typer.Context) -> ApiClient:
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """The flags given before the command (or their environment variables)."""
+
+    server: str
+    token: str | None
+    timeout: float
+    output: Output | None
+
+
+def _connection(ctx: typer.Context) -> Connection:
     found = ctx.obj
-    assert isinstance(found, ApiClient)
+    assert isinstance(found, Connection)
     return found
+
+
+def client(ctx: typer.Context, server: str | None, token: str | None) -> ApiClient:
+    """The REST client: the command's own ``--server`` and ``--token``, else those before it."""
+    before = _connection(ctx)
+    return ApiClient(
+        server if server is not None else before.server,
+        token if token is not None else before.token,
+        before.timeout,
+    )
+
+
+def output_of(ctx: typer.Context, output: Output | None) -> Output:
+    """The command's own ``-o``, else the one before it, else a table."""
+    return output or _connection(ctx).output or Output.table
 
 
 def fail(error: CliError) -> typer.Exit:
@@ -89,20 +132,15 @@ def options(
         typer.Option(envvar="XDS_SERVER_TOKEN", help="Sent as 'Authorization: Bearer TOKEN'."),
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for an answer.")] = 30.0,
+    output: OutputOption = None,
 ) -> None:
-    ctx.obj = ApiClient(server, token, timeout)
+    ctx.obj = Connection(server, token, timeout, output)
 
 
 # -- serve --------------------------------------------------------------------------------------
 
 
-@app.command(
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    add_help_option=False,
-)
-def serve(ctx: typer.Context) -> None:
-    """Run the control plane (flags: xds-server serve --help)."""
-    raise typer.Exit(run_serve(ctx.args))
+serve_command.register(app)  # every flag mirrored by an XDS_SERVER_* variable
 
 
 # -- kinds --------------------------------------------------------------------------------------
@@ -112,40 +150,17 @@ def _key(text: str) -> str:
     return text.replace("-", "").replace("_", "").lower()
 
 
-def _singular(path: str) -> str:
-    if path.endswith("ies"):
-        return path[:-3] + "y"
-    return path[:-1] if path.endswith("s") else path
-
-
 def resolve_kind(text: str) -> tuple[str, str]:
     """``routes``, ``route``, ``Route`` → ``("Route", "routes")``; unknown → ``CliError``."""
-    from xds_server.admin.kinds import resource_kinds
-
     wanted = _key(text)
-    known = resource_kinds()
-    for kind in known:
-        names = {_key(kind.kind.value), _key(kind.path), _key(_singular(kind.path))}
-        if wanted in names:
-            return kind.kind.value, kind.path
-    choices = ", ".join(kind.path for kind in known)
+    for info in KINDS:
+        if wanted in {_key(info.kind.value), _key(info.path), _key(info.singular)}:
+            return info.kind.value, info.path
+    choices = ", ".join(info.path for info in KINDS)
     raise CliError([f"error: unknown kind {text!r}; expected one of {choices}"], code=2)
 
 
 # -- apply, get, delete -------------------------------------------------------------------------
-
-
-def read_file(filename: str) -> tuple[bytes, bool]:
-    """The file's bytes and whether it is JSON (by its name, or by its first character)."""
-    try:
-        raw = sys.stdin.buffer.read() if filename == "-" else Path(filename).read_bytes()
-    except OSError as error:
-        raise CliError(
-            [f"error: cannot read {filename}: {error.strerror or error}"], code=2
-        ) from None
-    if filename.endswith(".json"):
-        return raw, True
-    return raw, filename == "-" and raw.lstrip()[:1] in (b"[", b"{")
 
 
 @app.command()
@@ -155,12 +170,14 @@ def apply(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Validate and show what would change; save nothing.")
     ] = False,
-    output: OutputOption = Output.table,
+    output: OutputOption = None,
+    server: ServerOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Create or replace every document of a file, in one revision."""
     try:
-        raw, is_json = read_file(filename)
-        answer = client(ctx).json(
+        raw, is_json = read_documents(filename)
+        answer = client(ctx, server, token).json(
             "POST",
             "/v1/apply",
             query={"dry_run": dry_run or None},
@@ -169,8 +186,7 @@ def apply(
         )
     except CliError as error:
         raise fail(error) from None
-    if output is not Output.table:
-        _dump(answer, output)
+    if _dumped(answer, output_of(ctx, output)):
         return
     prefix = "(dry run) " if answer.get("dry_run") else ""
     operations = {(c["kind"], c["name"]): c["operation"] for c in answer.get("changes", [])}
@@ -201,11 +217,15 @@ def _all_pages(api: ApiClient, path: str) -> Iterator[dict[str, Any]]:
             return
 
 
-def _dump(value: Any, output: Output) -> None:
+def _dumped(value: Any, output: Output) -> bool:
+    """Print ``value`` as JSON or YAML unless the output is a table; whether it did."""
+    if output is Output.table:
+        return False
     if output is Output.yaml:
         render.print_yaml(value if isinstance(value, list) else [value])
     else:
         render.print_json(value)
+    return True
 
 
 @app.command()
@@ -213,18 +233,21 @@ def get(
     ctx: typer.Context,
     kind: KindArgument,
     name: Annotated[str | None, typer.Argument(help="One document; all when left out.")] = None,
-    output: OutputOption = Output.table,
+    output: OutputOption = None,
+    server: ServerOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Show documents of one kind (all of them, or one by name)."""
     try:
         path = resolve_kind(kind)[1]
-        api = client(ctx)
+        api = client(ctx, server, token)
         if name is not None:
             documents = [api.json("GET", f"/v1/{path}/{_quote(name)}")]
         else:
             documents = list(_all_pages(api, f"/v1/{path}"))
     except CliError as error:
         raise fail(error) from None
+    output = output_of(ctx, output)
     if output is Output.json:
         render.print_json(documents[0] if name is not None else documents)
         return
@@ -261,11 +284,13 @@ def delete(
     kind: KindArgument,
     name: Annotated[str, typer.Argument(help="The document's name.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check only; delete nothing.")] = False,
+    server: ServerOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Delete one document (refused while others refer to it)."""
     try:
         kind_name, path = resolve_kind(kind)
-        answer = client(ctx).request(
+        answer = client(ctx, server, token).request(
             "DELETE", f"/v1/{path}/{_quote(name)}", query={"dry_run": dry_run or None}
         )
     except CliError as error:
@@ -286,19 +311,20 @@ def status(
     node_id: Annotated[
         str | None, typer.Argument(help="One proxy in detail; all of them when left out.")
     ] = None,
-    output: OutputOption = Output.table,
+    output: OutputOption = None,
+    server: ServerOption = None,
+    token: TokenOption = None,
 ) -> None:
     """The sync status of every proxy (like istioctl proxy-status), or of one in detail."""
     try:
-        api = client(ctx)
+        api = client(ctx, server, token)
         if node_id is not None:
             proxies = [api.json("GET", f"/v1/proxies/{_quote(node_id)}")]
         else:
             proxies = api.json("GET", "/v1/proxies")["items"]
     except CliError as error:
         raise fail(error) from None
-    if output is not Output.table:
-        _dump(proxies[0] if node_id is not None else proxies, output)
+    if _dumped(proxies[0] if node_id is not None else proxies, output_of(ctx, output)):
         return
     if node_id is not None:
         _status_of_one(proxies[0])
@@ -306,27 +332,27 @@ def status(
     if not proxies:
         print("no proxies are connected", file=sys.stderr)
         return
-    rows = []
-    for proxy in proxies:
-        types = proxy.get("types", {})
-        cells = [
-            render.status_text(types[t]["status"]) if t in types else render.status_text("-")
-            for t in render.TYPE_COLUMNS
-        ]
-        state = "yes" if proxy["connected"] else f"no ({render.ago(proxy['disconnected_at'])})"
-        rows.append(
-            [
-                proxy["node_id"],
-                proxy["group"],
-                state,
-                proxy["stream_kind"],
-                proxy["envoy_version"],
-                *cells,
-            ]
-        )
     render.print_table(
-        ("NODE", "GROUP", "CONNECTED", "STREAM", "ENVOY", *render.TYPE_COLUMNS), rows
+        ("NODE", "GROUP", "CONNECTED", "STREAM", "ENVOY", *render.TYPE_COLUMNS),
+        [_status_row(proxy) for proxy in proxies],
     )
+
+
+def _status_row(proxy: dict[str, Any]) -> list[str | Text]:
+    types = proxy.get("types", {})
+    cells = [
+        render.status_text(types[t]["status"]) if t in types else render.status_text("-")
+        for t in render.TYPE_COLUMNS
+    ]
+    state = "yes" if proxy["connected"] else f"no ({render.ago(proxy['disconnected_at'])})"
+    return [
+        proxy["node_id"],
+        proxy["group"],
+        state,
+        proxy["stream_kind"],
+        proxy["envoy_version"],
+        *cells,
+    ]
 
 
 def _status_of_one(proxy: dict[str, Any]) -> None:
@@ -374,39 +400,46 @@ def events(
     ] = None,
     count: Annotated[int | None, typer.Option(min=1, help="Exit after this many events.")] = None,
     output: Annotated[
-        Output, typer.Option("--output", "-o", help="table (one line per event) or json.")
-    ] = Output.table,
+        Output | None, typer.Option("--output", "-o", help="table (one line per event) or json.")
+    ] = None,
+    server: ServerOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Follow the server's events (config revisions, snapshots, proxies, ACK/NACK)."""
-    seen = 0
+    as_table = output_of(ctx, output) is Output.table
+    stream = client(ctx, server, token).lines("/v1/events", {"types": types, "since": since})
     try:
-        fields: dict[str, str] = {}
-        data: list[str] = []
-        for line in client(ctx).lines("/v1/events", {"types": types, "since": since}):
-            if line.startswith(":"):
-                continue
-            if line:
-                name, _, value = line.partition(":")
-                value = value.removeprefix(" ")
-                if name == "data":
-                    data.append(value)
-                else:
-                    fields[name] = value
-                continue
-            if data:
-                event = json.loads("\n".join(data))
-                if output is Output.table:
-                    print(_event_line(fields.get("event", "message"), event), flush=True)
-                else:
-                    print(json.dumps(event), flush=True)
-                seen += 1
-                if count is not None and seen >= count:
-                    return
-            fields, data = {}, []
+        for seen, (kind, event) in enumerate(_server_sent_events(stream), start=1):
+            if as_table:
+                print(_event_line(kind, event), flush=True)
+            else:
+                print(json.dumps(event), flush=True)
+            if count is not None and seen >= count:
+                return
     except CliError as error:
         raise fail(error) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
+
+
+def _server_sent_events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(event type, data)`` of each frame of a ``text/event-stream`` with data."""
+    fields: dict[str, str] = {}
+    data: list[str] = []
+    for line in lines:
+        if line.startswith(":"):
+            continue
+        if line:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "data":
+                data.append(value)
+            else:
+                fields[name] = value
+            continue
+        if data:
+            yield fields.get("event", "message"), json.loads("\n".join(data))
+        fields, data = {}, []
 
 
 def _event_line(kind: str, event: dict[str, Any]) -> str:
@@ -427,19 +460,20 @@ def history(
     kind: Annotated[str | None, typer.Option(help="Only this kind.")] = None,
     name: Annotated[str | None, typer.Option(help="Only documents with this name.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="Entries to show.")] = 20,
-    output: OutputOption = Output.table,
+    output: OutputOption = None,
+    server: ServerOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Config history, newest revision first."""
     try:
         kind_name = resolve_kind(kind)[0] if kind is not None else None
-        page = client(ctx).json(
+        page = client(ctx, server, token).json(
             "GET", "/v1/history", query={"kind": kind_name, "name": name, "limit": limit}
         )
     except CliError as error:
         raise fail(error) from None
     entries = page.get("items", [])
-    if output is not Output.table:
-        _dump(entries, output)
+    if _dumped(entries, output_of(ctx, output)):
         return
     if not entries:
         print("no history yet", file=sys.stderr)
@@ -468,14 +502,16 @@ def rollback(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would change; save nothing.")
     ] = False,
-    output: OutputOption = Output.table,
+    output: OutputOption = None,
+    server: ServerOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Restore the documents of an earlier revision, as a new revision."""
     body: dict[str, Any] = {"revision": revision}
     if note is not None:
         body["note"] = note
     try:
-        answer = client(ctx).json(
+        answer = client(ctx, server, token).json(
             "POST",
             "/v1/rollback",
             query={"dry_run": dry_run or None},
@@ -483,8 +519,7 @@ def rollback(
         )
     except CliError as error:
         raise fail(error) from None
-    if output is not Output.table:
-        _dump(answer, output)
+    if _dumped(answer, output_of(ctx, output)):
         return
     prefix = "(dry run) " if answer.get("dry_run") else ""
     for change in answer.get("changes", []):
@@ -506,7 +541,7 @@ def validate(filename: FileOption) -> None:
     from xds_server.cli.validate import validate_text
 
     try:
-        raw, is_json = read_file(filename)
+        raw, is_json = read_documents(filename)
     except CliError as error:
         raise fail(error) from None
     result = validate_text(raw, json_body=is_json)
@@ -575,7 +610,7 @@ def bootstrap(
         sys.stdout.write(yaml.safe_dump(document, sort_keys=False, default_flow_style=False))
 
 
-cli_store.register(app)  # store export / store import (offline, on the store itself)
+store_command.register(app)  # store export / store import (offline, on the store itself)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

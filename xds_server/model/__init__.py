@@ -25,6 +25,7 @@ from xds_server.model.document import (
 )
 from xds_server.model.duration import Duration
 from xds_server.model.inventory import Endpoint, Health, Inventory, Service
+from xds_server.model.kinds import KINDS, KindInfo, kind_info, kind_named
 from xds_server.model.listener import ListenerSpec
 from xds_server.model.problems import InvalidDocuments, Problem
 from xds_server.model.rate_limit import RateLimitPolicySpec
@@ -35,6 +36,7 @@ from xds_server.model.tls import TlsPolicySpec
 from xds_server.model.validation import ValidationReport, validate_config
 
 __all__ = [
+    "KINDS",
     "AnyDocument",
     "AuthPolicyDocument",
     "AuthPolicySpec",
@@ -49,6 +51,7 @@ __all__ = [
     "InvalidDocuments",
     "Inventory",
     "Kind",
+    "KindInfo",
     "ListenerDocument",
     "ListenerSpec",
     "Problem",
@@ -66,6 +69,8 @@ __all__ = [
     "TlsPolicyDocument",
     "TlsPolicySpec",
     "ValidationReport",
+    "kind_info",
+    "kind_named",
     "parse_document",
     "parse_spec",
     "validate_config",

@@ -17,6 +17,7 @@ certificate, chain in order). Expiry needs a clock and files need I/O: both are 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Final
 
@@ -51,34 +52,23 @@ def _check_path(value: str) -> str:
     return value
 
 
-def _chain(value: str) -> str:
-    try:
-        check_chain(value)
-    except PemError as error:
-        raise invalid("pem", error.reason) from None
-    return value
+def _pem_check(check: Callable[[str], object]) -> Callable[[str], str]:
+    """A validator refusing PEM text that ``check`` finds unusable, with its reason."""
 
+    def validate(value: str) -> str:
+        try:
+            check(value)
+        except PemError as error:
+            raise invalid("pem", error.reason) from None
+        return value
 
-def _private_key(value: str) -> str:
-    try:
-        check_private_key(value)
-    except PemError as error:
-        raise invalid("pem", error.reason) from None
-    return value
-
-
-def _bundle(value: str) -> str:
-    try:
-        check_bundle(value)
-    except PemError as error:
-        raise invalid("pem", error.reason) from None
-    return value
+    return validate
 
 
 PemText = Annotated[str, Field(min_length=1, max_length=MAX_PEM_LENGTH), AfterValidator(_pem)]
-ChainPem = Annotated[PemText, AfterValidator(_chain)]
-PrivateKeyPem = Annotated[PemText, AfterValidator(_private_key)]
-BundlePem = Annotated[PemText, AfterValidator(_bundle)]
+ChainPem = Annotated[PemText, AfterValidator(_pem_check(check_chain))]
+PrivateKeyPem = Annotated[PemText, AfterValidator(_pem_check(check_private_key))]
+BundlePem = Annotated[PemText, AfterValidator(_pem_check(check_bundle))]
 FilePath = Annotated[
     str,
     Field(min_length=1, max_length=MAX_PATH_LENGTH, json_schema_extra={"pattern": "^/"}),

@@ -13,7 +13,8 @@ from typing import Any, Generic, TypeVar
 
 from xds_server.model.auth import AuthPolicySpec
 from xds_server.model.certificate import CertificateSpec
-from xds_server.model.document import AnyDocument, Kind, document_of
+from xds_server.model.document import AnyDocument, Kind
+from xds_server.model.kinds import document_of, kind_info
 from xds_server.model.listener import ListenerSpec
 from xds_server.model.rate_limit import RateLimitPolicySpec
 from xds_server.model.retry import RetryPolicySpec
@@ -54,18 +55,6 @@ def _empty() -> Mapping[str, Any]:
     return MappingProxyType({})
 
 
-_FIELD_OF_KIND = {
-    Kind.LISTENER: "listeners",
-    Kind.ROUTE: "routes",
-    Kind.RETRY_POLICY: "retry_policies",
-    Kind.SERVICE_POLICY: "service_policies",
-    Kind.TLS_POLICY: "tls_policies",
-    Kind.CERTIFICATE: "certificates",
-    Kind.AUTH_POLICY: "auth_policies",
-    Kind.RATE_LIMIT_POLICY: "rate_limit_policies",
-}
-
-
 @dataclass(frozen=True, slots=True)
 class Config:
     """Every operator document, by kind then name (each mapping sorted by name)."""
@@ -91,11 +80,11 @@ class Config:
     def of_entries(entries: Mapping[Kind, Mapping[str, Entry[Any]]]) -> Config:
         """A config of parsed entries, by kind then name (kinds left out are empty)."""
         return Config(
-            **{_FIELD_OF_KIND[kind]: _frozen(by_name) for kind, by_name in entries.items()}
+            **{kind_info(kind).config_field: _frozen(by_name) for kind, by_name in entries.items()}
         )
 
     def _entries(self, kind: Kind) -> Mapping[str, Entry[Any]]:
-        entries: Mapping[str, Entry[Any]] = getattr(self, _FIELD_OF_KIND[kind])
+        entries: Mapping[str, Entry[Any]] = getattr(self, kind_info(kind).config_field)
         return entries
 
     def get(self, kind: Kind | str, name: str) -> Entry[Any] | None:
@@ -112,13 +101,13 @@ class Config:
         if created_revision is None:
             created_revision = previous.created_revision if previous is not None else 0
         entries[document.name] = Entry(document.name, document.spec, created_revision)
-        return replace(self, **{_FIELD_OF_KIND[kind]: _frozen(entries)})
+        return replace(self, **{kind_info(kind).config_field: _frozen(entries)})
 
     def without_document(self, kind: Kind | str, name: str) -> Config:
         kind = Kind(kind)
         entries = dict(self._entries(kind))
         entries.pop(name, None)
-        return replace(self, **{_FIELD_OF_KIND[kind]: _frozen(entries)})
+        return replace(self, **{kind_info(kind).config_field: _frozen(entries)})
 
     def documents(self) -> Iterator[tuple[AnyDocument, int]]:
         """Every document with its ``created_revision``, by kind then name."""

@@ -5,12 +5,11 @@ The same document is accepted by ``PUT``, returned by ``GET`` and listed in ``ap
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from enum import StrEnum
 from functools import cache
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, Discriminator, Tag, TypeAdapter, ValidationError
+from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
 
 from xds_server.model.auth import AuthPolicySpec
 from xds_server.model.base import StrictModel
@@ -37,10 +36,8 @@ class Kind(StrEnum):
 
 
 _KINDS: Final = frozenset(kind.value for kind in Kind)
-_BAD_KIND: Final = (
-    "kind must be one of Listener, Route, RetryPolicy, ServicePolicy, TlsPolicy, Certificate, "
-    "AuthPolicy, RateLimitPolicy"
-)
+#: Why a document's ``kind`` is refused.
+KIND_REASON: Final = "kind must be one of " + ", ".join(kind.value for kind in Kind)
 
 Spec = (
     ListenerSpec
@@ -52,17 +49,6 @@ Spec = (
     | AuthPolicySpec
     | RateLimitPolicySpec
 )
-
-SPEC_TYPES: Final[Mapping[Kind, type[BaseModel]]] = {
-    Kind.LISTENER: ListenerSpec,
-    Kind.ROUTE: RouteSpec,
-    Kind.RETRY_POLICY: RetryPolicySpec,
-    Kind.SERVICE_POLICY: ServicePolicySpec,
-    Kind.TLS_POLICY: TlsPolicySpec,
-    Kind.CERTIFICATE: CertificateSpec,
-    Kind.AUTH_POLICY: AuthPolicySpec,
-    Kind.RATE_LIMIT_POLICY: RateLimitPolicySpec,
-}
 
 
 class ListenerDocument(StrictModel):
@@ -149,7 +135,7 @@ Document = Annotated[
     | Annotated[CertificateDocument, Tag("Certificate")]
     | Annotated[AuthPolicyDocument, Tag("AuthPolicy")]
     | Annotated[RateLimitPolicyDocument, Tag("RateLimitPolicy")],
-    Discriminator(_kind_of, custom_error_type="kind", custom_error_message=_BAD_KIND),
+    Discriminator(_kind_of, custom_error_type="kind", custom_error_message=KIND_REASON),
 ]
 
 
@@ -180,30 +166,4 @@ def parse_document(raw: Any) -> AnyDocument:
 
 def parse_spec(kind: str, name: str, spec: Any) -> Spec:
     """Parse a document given as parts (how the store keeps it); raise ``InvalidDocuments``."""
-    try:
-        parsed = parse_document({"kind": kind, "name": name, "spec": spec})
-    except InvalidDocuments:
-        raise
-    return parsed.spec
-
-
-def document_of(kind: str, name: str, spec: Spec) -> AnyDocument:
-    """The envelope around an already parsed spec."""
-    match spec:
-        case ListenerSpec():
-            return ListenerDocument(kind="Listener", name=name, spec=spec)
-        case RouteSpec():
-            return RouteDocument(kind="Route", name=name, spec=spec)
-        case RetryPolicySpec():
-            return RetryPolicyDocument(kind="RetryPolicy", name=name, spec=spec)
-        case ServicePolicySpec():
-            return ServicePolicyDocument(kind="ServicePolicy", name=name, spec=spec)
-        case TlsPolicySpec():
-            return TlsPolicyDocument(kind="TlsPolicy", name=name, spec=spec)
-        case CertificateSpec():
-            return CertificateDocument(kind="Certificate", name=name, spec=spec)
-        case AuthPolicySpec():
-            return AuthPolicyDocument(kind="AuthPolicy", name=name, spec=spec)
-        case RateLimitPolicySpec():
-            return RateLimitPolicyDocument(kind="RateLimitPolicy", name=name, spec=spec)
-    raise InvalidDocuments([Problem(kind, name, "kind", _BAD_KIND)])
+    return parse_document({"kind": kind, "name": name, "spec": spec}).spec

@@ -13,6 +13,7 @@ from xds_server.model.errors import invalid
 #: RFC 9110 token characters; a header name is a token.
 TOKEN_PATTERN: Final = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
 _TOKEN = re.compile(TOKEN_PATTERN)
+_TOKEN_CHARS: Final = "use letters, digits and !#$%&'*+.^_`|~-"
 #: Envoy's limit on one header's name and value (``HeaderValue`` validation rules).
 MAX_HEADER_BYTES: Final = 16_384
 MAX_PATH_LENGTH: Final = 1024
@@ -34,20 +35,14 @@ def _check_header_name(value: str) -> str:
     """Any header, including HTTP/2 pseudo-headers such as ``:authority``, may be matched."""
     name = value[1:] if value.startswith(":") else value
     if not name or len(value) > MAX_HEADER_BYTES or not _TOKEN.fullmatch(name):
-        raise invalid(
-            "header_name",
-            f"{value!r} is not a valid header name: use letters, digits and !#$%&'*+.^_`|~-",
-        )
+        raise invalid("header_name", f"{value!r} is not a valid header name: {_TOKEN_CHARS}")
     return value
 
 
 def _check_mutable_header_name(value: str) -> str:
     """Envoy refuses to add, set or remove pseudo-headers and ``host``."""
     if len(value) > MAX_HEADER_BYTES or not _TOKEN.fullmatch(value):
-        raise invalid(
-            "header_name",
-            f"{value!r} is not a valid header name: use letters, digits and !#$%&'*+.^_`|~-",
-        )
+        raise invalid("header_name", f"{value!r} is not a valid header name: {_TOKEN_CHARS}")
     if value.lower() == "host":
         raise invalid(
             "header_name",

@@ -22,55 +22,50 @@ _SERVICE_NAME = re.compile(SERVICE_NAME_PATTERN)
 _HOSTNAME = re.compile(HOSTNAME_PATTERN)
 _HOSTNAME_MATCH = re.compile(HOSTNAME_MATCH_PATTERN)
 _MAX_HOSTNAME = 253
+_SERVICE_CHARS = (
+    "use 1-253 letters, digits, '.', '_' or '-', starting and ending with a letter or digit"
+)
+
+
+def _full_match(pattern: re.Pattern[str], value: str, field: str, what: str) -> str:
+    """``value`` if it matches ``pattern`` (and fits in a DNS name), else why not."""
+    if len(value) > _MAX_HOSTNAME or not pattern.fullmatch(value):
+        raise invalid(field, f"{value!r} is not a valid {what}")
+    return value
 
 
 def _check_name(value: str) -> str:
-    if not _NAME.fullmatch(value):
-        raise invalid(
-            "name",
-            f"{value!r} is not a valid name: use 1-63 lowercase letters, digits or '-', "
-            "starting and ending with a letter or digit",
-        )
-    return value
+    return _full_match(
+        _NAME,
+        value,
+        "name",
+        "name: use 1-63 lowercase letters, digits or '-', starting and ending with a letter or "
+        "digit",
+    )
 
 
 def _check_service_name(value: str) -> str:
-    if not _SERVICE_NAME.fullmatch(value):
-        raise invalid(
-            "service_name",
-            f"{value!r} is not a valid service name: use 1-253 letters, digits, '.', '_' or "
-            "'-', starting and ending with a letter or digit",
-        )
-    return value
+    return _full_match(_SERVICE_NAME, value, "service_name", f"service name: {_SERVICE_CHARS}")
 
 
 def _check_group_name(value: str) -> str:
-    if not _SERVICE_NAME.fullmatch(value):
-        raise invalid(
-            "group_name",
-            f"{value!r} is not a valid proxy group name: use 1-253 letters, digits, '.', '_' "
-            "or '-', starting and ending with a letter or digit",
-        )
-    return value
+    return _full_match(_SERVICE_NAME, value, "group_name", f"proxy group name: {_SERVICE_CHARS}")
 
 
 def _check_hostname(value: str) -> str:
-    if len(value) > _MAX_HOSTNAME or not _HOSTNAME.fullmatch(value):
-        raise invalid(
-            "hostname",
-            f"{value!r} is not a valid hostname: lowercase DNS labels separated by '.'",
-        )
-    return value
+    return _full_match(
+        _HOSTNAME, value, "hostname", "hostname: lowercase DNS labels separated by '.'"
+    )
 
 
 def _check_hostname_match(value: str) -> str:
-    if len(value) > _MAX_HOSTNAME or not _HOSTNAME_MATCH.fullmatch(value):
-        raise invalid(
-            "hostname",
-            f"{value!r} is not a valid hostname: use '*', an exact lowercase hostname, or "
-            "'*.' followed by one (e.g. '*.example.com')",
-        )
-    return value
+    return _full_match(
+        _HOSTNAME_MATCH,
+        value,
+        "hostname",
+        "hostname: use '*', an exact lowercase hostname, or '*.' followed by one (e.g. "
+        "'*.example.com')",
+    )
 
 
 #: A document name: a DNS label.

@@ -324,18 +324,23 @@ def _tls_references(config: Config) -> Iterator[Problem]:
                 yield Problem(Kind.TLS_POLICY.value, name, where, reason)
 
 
-def _tls_warnings(config: Config) -> Iterator[Problem]:
-    redirecting = {name for name, e in config.listeners.items() if e.spec.https_redirect}
+def _routes_unused_on(config: Config, listeners: set[str], why: str) -> Iterator[Problem]:
+    """A warning for each route attached to one of ``listeners``, which do not route (``why``
+    says what they do instead)."""
     for name, entry in config.routes.items():
         for index, listener in enumerate(entry.spec.listeners):
-            if listener in redirecting:
+            if listener in listeners:
                 yield Problem(
                     Kind.ROUTE.value,
                     name,
                     f"spec.listeners[{index}]",
-                    f"listener {listener!r} redirects every request to https; this route is "
-                    "not used there",
+                    f"listener {listener!r} {why}; this route is not used there",
                 )
+
+
+def _tls_warnings(config: Config) -> Iterator[Problem]:
+    redirecting = {name for name, e in config.listeners.items() if e.spec.https_redirect}
+    yield from _routes_unused_on(config, redirecting, "redirects every request to https")
     for name, policy in config.tls_policies.items():
         upstream = policy.spec.upstream
         if upstream is not None and upstream.ca is None:
@@ -357,20 +362,41 @@ def _check_certificate(
 ) -> None:
     """Files (when a reader is given) and expiry (when ``now`` is). Reasons never quote the
     files' contents."""
-    kind = Kind.CERTIFICATE.value
+    read = _FileChecks(name, read_file, report)
+    try:
+        summaries = _checked_certificates(spec, read)
+    except PemError as error:
+        report.errors.append(
+            Problem(Kind.CERTIFICATE.value, name, f"spec.{read.field_name}", error.reason)
+        )
+        return
+    if now is not None and summaries is not None:
+        _check_expiry(name, spec, summaries, now, report)
 
-    def read(field_name: str, path: str) -> str | None:
-        assert read_file is not None
+
+class _FileChecks:
+    """Reads a certificate's files, reporting one it cannot read as a warning; remembers the
+    field last looked at (the one a ``PemError`` is about)."""
+
+    def __init__(self, name: str, read_file: FileReader | None, report: ValidationReport) -> None:
+        self.name = name
+        self.read_file = read_file
+        self.report = report
+        self.field_name = "certificate"
+
+    def __call__(self, field_name: str, path: str) -> str | None:
+        assert self.read_file is not None
+        self.field_name = field_name
         try:
-            return read_file(path)
+            return self.read_file(path)
         except (OSError, ValueError) as error:
             detail = (
                 error.strerror if isinstance(error, OSError) and error.strerror else "unreadable"
             )
-            report.warnings.append(
+            self.report.warnings.append(
                 Problem(
-                    kind,
-                    name,
+                    Kind.CERTIFICATE.value,
+                    self.name,
                     f"spec.{field_name}",
                     f"the server cannot read {path}: {detail}; it is not checked (Envoy must be "
                     "able to read it)",
@@ -378,34 +404,44 @@ def _check_certificate(
             )
             return None
 
-    summaries: tuple[CertificateSummary, ...] | None = None
-    field_name = "certificate"
-    try:
-        if spec.certificate is not None:
-            summaries = check_chain(spec.certificate)
-        elif spec.ca_bundle is not None:
-            field_name = "ca_bundle"
-            summaries = check_bundle(spec.ca_bundle)
-        elif read_file is not None and spec.ca_bundle_file is not None:
-            field_name = "ca_bundle_file"
-            text = read(field_name, spec.ca_bundle_file)
-            summaries = check_bundle(text) if text is not None else None
-        elif read_file is not None and spec.certificate_file and spec.private_key_file:
-            field_name = "certificate_file"
-            chain = read(field_name, spec.certificate_file)
-            summaries = check_chain(chain) if chain is not None else None
-            field_name = "private_key_file"
-            key = read(field_name, spec.private_key_file)
-            if key is not None:
-                check_private_key(key)
-                if chain is not None:
-                    check_key_pair(chain, key)
-    except PemError as error:
-        report.errors.append(Problem(kind, name, f"spec.{field_name}", error.reason))
-        return
-    if now is None or summaries is None:
-        return
-    # Expiry is about the certificates, wherever they are given.
+
+def _checked_certificates(
+    spec: CertificateSpec, read: _FileChecks
+) -> tuple[CertificateSummary, ...] | None:
+    """The certificates of ``spec``, checked (``PemError`` if they are not usable); ``None``
+    when they are in files that are not read."""
+    if spec.certificate is not None:
+        return check_chain(spec.certificate)
+    if spec.ca_bundle is not None:
+        read.field_name = "ca_bundle"
+        return check_bundle(spec.ca_bundle)
+    if read.read_file is None:
+        return None
+    if spec.ca_bundle_file is not None:
+        text = read("ca_bundle_file", spec.ca_bundle_file)
+        return check_bundle(text) if text is not None else None
+    if not (spec.certificate_file and spec.private_key_file):
+        return None
+    chain = read("certificate_file", spec.certificate_file)
+    summaries = check_chain(chain) if chain is not None else None
+    key = read("private_key_file", spec.private_key_file)
+    if key is not None:
+        check_private_key(key)
+        if chain is not None:
+            check_key_pair(chain, key)
+    return summaries
+
+
+def _check_expiry(
+    name: str,
+    spec: CertificateSpec,
+    summaries: tuple[CertificateSummary, ...],
+    now: datetime.datetime,
+    report: ValidationReport,
+) -> None:
+    """Expired (an error unless allowed; for a bundle, only when every one is) and soon to
+    expire (a warning). Expiry is about the certificates, wherever they are given."""
+    kind = Kind.CERTIFICATE.value
     where = next(
         f"spec.{f}"
         for f in ("certificate", "certificate_file", "ca_bundle", "ca_bundle_file")
@@ -450,6 +486,22 @@ def _listener_policies(
 def _edge_references(config: Config) -> Iterator[Problem]:
     yield from _listener_policies(config, Kind.AUTH_POLICY, config.auth_policies)
     yield from _listener_policies(config, Kind.RATE_LIMIT_POLICY, config.rate_limit_policies)
+    yield from _route_rule_references(config)
+    for name, policy in config.auth_policies.items():
+        for index, provider in enumerate(policy.spec.providers):
+            ca = provider.jwks.ca
+            if ca is not None and (
+                reason := _certificate_problem(
+                    config, ca, CertificateForm.CA_BUNDLE, "JWKS server verification"
+                )
+            ):
+                yield Problem(
+                    Kind.AUTH_POLICY.value, name, f"spec.providers[{index}].jwks.ca", reason
+                )
+
+
+def _route_rule_references(config: Config) -> Iterator[Problem]:
+    """A rule's auth and rate limit policies exist; claims need a listener with a token."""
     guarded = {
         listener for entry in config.auth_policies.values() for listener in entry.spec.listeners
     }
@@ -487,31 +539,11 @@ def _edge_references(config: Config) -> Iterator[Problem]:
                     f"{where}.rate_limit.policy",
                     f"no rate limit policy {limit.policy!r}",
                 )
-    for name, policy in config.auth_policies.items():
-        for index, provider in enumerate(policy.spec.providers):
-            ca = provider.jwks.ca
-            if ca is not None and (
-                reason := _certificate_problem(
-                    config, ca, CertificateForm.CA_BUNDLE, "JWKS server verification"
-                )
-            ):
-                yield Problem(
-                    Kind.AUTH_POLICY.value, name, f"spec.providers[{index}].jwks.ca", reason
-                )
 
 
 def _edge_warnings(config: Config) -> Iterator[Problem]:
     metrics = {name for name, e in config.listeners.items() if e.spec.metrics is not None}
-    for name, entry in config.routes.items():
-        for index, listener in enumerate(entry.spec.listeners):
-            if listener in metrics:
-                yield Problem(
-                    Kind.ROUTE.value,
-                    name,
-                    f"spec.listeners[{index}]",
-                    f"listener {listener!r} serves Envoy's metrics only; this route is not used "
-                    "there",
-                )
+    yield from _routes_unused_on(config, metrics, "serves Envoy's metrics only")
     for name, policy in config.auth_policies.items():
         for index, provider in enumerate(policy.spec.providers):
             if provider.jwks.https and provider.jwks.ca is None:

@@ -17,12 +17,11 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry
 
-from xds_server.admin.events import EventLog
 from xds_server.cache.snapshot_cache import SnapshotCache
-from xds_server.cache.status import ProxyEvent, ProxyRegistry
 from xds_server.observability.metrics import ServerMetrics, StateReaders, type_label
 from xds_server.pipeline import BuildResult
 from xds_server.sources.base import SourceStatus
+from xds_server.status import EventLog, EventType, ProxyEvent, ProxyEventKind, ProxyRegistry
 
 log = logging.getLogger("xds_server.events")
 
@@ -73,61 +72,74 @@ class Observability:
 
     def on_proxy_event(self, event: ProxyEvent) -> None:
         self.metrics.on_proxy_event(event)
-        kind = event.kind
-        if kind == "send":
-            return  # counted only: one per response would drown the event stream
-        if kind == "ack":
-            convergence = event.convergence
-            self.events.publish(
-                "ack",
-                node_id=event.node_id,
-                group=event.group,
-                resource_type=_type_name(event.type_url),
-                version=event.version,
-                convergence_ms=round(convergence * 1000, 3) if convergence is not None else None,
-            )
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug(
-                    "ACK node=%s group=%s type=%s version=%s",
-                    event.node_id,
-                    event.group,
-                    _type_name(event.type_url),
-                    event.version,
-                )
-        elif kind == "nack":
-            # The stream logs the NACK (a warning with Envoy's message).
-            self.events.publish(
-                "nack",
-                node_id=event.node_id,
-                group=event.group,
-                resource_type=_type_name(event.type_url),
-                version=event.version,
-                message=event.message,
-            )
-        elif kind == "connect":
-            self._connected_at[event.node_id] = time.monotonic()
-            proxy = self.registry.get(event.node_id)
-            self.events.publish(
-                "connect",
-                node_id=event.node_id,
-                group=event.group,
-                peer=proxy.peer if proxy else "",
-                envoy_version=proxy.envoy_version if proxy else "",
-                stream_kind=proxy.stream_kind.value if proxy else "",
-            )
-        elif kind == "disconnect":
-            started = self._connected_at.pop(event.node_id, None)
-            seconds = round(time.monotonic() - started, 3) if started is not None else None
-            self.events.publish(
-                "disconnect", node_id=event.node_id, group=event.group, connected_seconds=seconds
-            )
-            log.info(
-                "proxy disconnected node=%s group=%s after %ss",
+        match event.kind:
+            case ProxyEventKind.SEND:
+                pass  # counted only: one per response would drown the event stream
+            case ProxyEventKind.ACK:
+                self._on_ack(event)
+            case ProxyEventKind.NACK:
+                # The stream logs the NACK (a warning with Envoy's message).
+                self._publish_about(event, EventType.NACK, message=event.message)
+            case ProxyEventKind.CONNECT:
+                self._on_connect(event)
+            case ProxyEventKind.DISCONNECT:
+                self._on_disconnect(event)
+
+    def _publish_about(self, event: ProxyEvent, type_: EventType, **data: object) -> None:
+        """An event about one response of one proxy (an ACK or a NACK)."""
+        self.events.publish(
+            type_,
+            node_id=event.node_id,
+            group=event.group,
+            resource_type=_type_name(event.type_url),
+            version=event.version,
+            **data,
+        )
+
+    def _on_ack(self, event: ProxyEvent) -> None:
+        convergence = event.convergence
+        self._publish_about(
+            event,
+            EventType.ACK,
+            convergence_ms=round(convergence * 1000, 3) if convergence is not None else None,
+        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "ACK node=%s group=%s type=%s version=%s",
                 event.node_id,
                 event.group,
-                seconds,
-                extra={"node_id": event.node_id, "group": event.group},
+                _type_name(event.type_url),
+                event.version,
             )
+
+    def _on_connect(self, event: ProxyEvent) -> None:
+        self._connected_at[event.node_id] = time.monotonic()
+        proxy = self.registry.get(event.node_id)
+        self.events.publish(
+            EventType.CONNECT,
+            node_id=event.node_id,
+            group=event.group,
+            peer=proxy.peer if proxy else "",
+            envoy_version=proxy.envoy_version if proxy else "",
+            stream_kind=proxy.stream_kind.value if proxy else "",
+        )
+
+    def _on_disconnect(self, event: ProxyEvent) -> None:
+        started = self._connected_at.pop(event.node_id, None)
+        seconds = round(time.monotonic() - started, 3) if started is not None else None
+        self.events.publish(
+            EventType.DISCONNECT,
+            node_id=event.node_id,
+            group=event.group,
+            connected_seconds=seconds,
+        )
+        log.info(
+            "proxy disconnected node=%s group=%s after %ss",
+            event.node_id,
+            event.group,
+            seconds,
+            extra={"node_id": event.node_id, "group": event.group},
+        )
 
     # -- snapshots and config ---------------------------------------------------------------
 
@@ -144,7 +156,7 @@ class Observability:
         self._last_versions = versions
         duration_ms = round(result.duration * 1000, 3)
         self.events.publish(
-            "snapshot",
+            EventType.SNAPSHOT,
             generation=result.generation,
             groups=len(state.groups),
             resources=resources,
@@ -179,7 +191,7 @@ class Observability:
                 documents,
                 extra={"revision": revision, "documents": documents},
             )
-        self.events.publish("revision", revision=revision, documents=documents, error=error)
+        self.events.publish(EventType.REVISION, revision=revision, documents=documents, error=error)
 
     # -- the registry source ----------------------------------------------------------------
 
@@ -191,17 +203,17 @@ class Observability:
             return
         seen = self._source_seen
         if status.ready and not seen.ready:
-            self.events.publish("source_ready", source=self.source_name)
+            self.events.publish(EventType.SOURCE_READY, source=self.source_name)
         if status.last_error is not None and status.last_error != seen.error:
             self.events.publish(
-                "source_error",
+                EventType.SOURCE_ERROR,
                 source=self.source_name,
                 error=status.last_error,
                 errors=status.errors,
             )
         elif status.last_error is None and seen.error is not None:
             self.events.publish(
-                "source_recovered",
+                EventType.SOURCE_RECOVERED,
                 source=self.source_name,
                 errors=status.errors,
                 failed=status.errors - seen.errors_when_healthy,

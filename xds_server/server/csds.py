@@ -13,13 +13,13 @@ import grpc
 import re2
 from envoy.admin.v3 import config_dump_shared_pb2
 from envoy.config.core.v3 import base_pb2
-from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
 from envoy.service.status.v3 import csds_pb2
 from google.protobuf import any_pb2, json_format, timestamp_pb2
 
+from xds_server.cache.redaction import redacted_body
 from xds_server.cache.snapshot_cache import SnapshotCache
-from xds_server.cache.status import ProxyRegistry, ProxyStatus, SyncStatus, TypeStatus
-from xds_server.cache.types import PUSH_ORDER, SECRET
+from xds_server.cache.types import PUSH_ORDER
+from xds_server.status import ProxyRegistry, ProxyStatus, SyncStatus, TypeStatus
 
 SERVICE = "envoy.service.status.v3.ClientStatusDiscoveryService"
 
@@ -92,28 +92,6 @@ def node_matches(matcher: Any, proxy: ProxyStatus) -> bool:
     return True
 
 
-REDACTED = "[redacted]"
-
-
-def redacted(secret_body: bytes) -> bytes:
-    """A Secret with its private parts replaced, as Envoy's own /config_dump shows it.
-
-    A status answer must never carry a private key: whoever reads status is not necessarily
-    the proxy the key was meant for.
-    """
-    secret = secret_pb2.Secret.FromString(secret_body)
-    if secret.HasField("tls_certificate"):
-        certificate = secret.tls_certificate
-        for field in ("private_key", "password"):
-            if certificate.HasField(field):
-                getattr(certificate, field).CopyFrom(base_pb2.DataSource(inline_string=REDACTED))
-    if secret.HasField("generic_secret"):
-        secret.generic_secret.secret.CopyFrom(base_pb2.DataSource(inline_string=REDACTED))
-    if secret.HasField("session_ticket_keys"):
-        del secret.session_ticket_keys.keys[:]
-    return bytes(secret.SerializeToString(deterministic=True))
-
-
 def _timestamp(seconds: float | None) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     if seconds is not None:
@@ -155,7 +133,7 @@ class ClientStatus:
                 entry = self._entry(status, type_url, name, version)
                 resource = present.get(name)
                 if include and resource is not None and resource.version == version:
-                    body = redacted(resource.body) if type_url == SECRET else resource.body
+                    body = redacted_body(type_url, resource.body)
                     entry.xds_config.CopyFrom(any_pb2.Any(type_url=type_url, value=body))
                 config.generic_xds_configs.append(entry)
         return config

@@ -15,7 +15,7 @@ Rules (Envoy's xDS protocol doc, "Incremental xDS"):
 
 Cost: a stream in sync with the snapshot a new one was built from looks only at what changed
 between the two (``Snapshot.changes``); a first answer that sends a whole selection uses the
-body and name -> version map shared by every stream of the snapshot.
+body and name -> version map shared by every stream of the snapshot (``shared``).
 """
 
 from __future__ import annotations
@@ -23,12 +23,14 @@ from __future__ import annotations
 from typing import Any
 
 from xds_server.cache import encoding
-from xds_server.cache.snapshot import Resource, Selection, Snapshot, TypeChanges
+from xds_server.cache.snapshot import Resource, Snapshot, TypeChanges
 from xds_server.cache.snapshot_cache import CacheState
-from xds_server.cache.status import StreamKind
 from xds_server.cache.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
+from xds_server.server import shared
+from xds_server.server.shared import Selection
 from xds_server.server.stream import XdsStream
 from xds_server.server.subscription import ABSENT, TypeState
+from xds_server.status import StreamKind
 
 #: Removals go from what depends to what is depended on.
 REMOVAL_ORDER = (LISTENER, ROUTE, CLUSTER, ENDPOINT, SECRET)
@@ -49,18 +51,13 @@ class DeltaStream(XdsStream[Any]):
     # -- requests ---------------------------------------------------------------------------
 
     def handle(
-        self, type_url: str, request: Any, snapshot: Snapshot, cache_state: CacheState
+        self, state: TypeState, request: Any, snapshot: Snapshot, cache_state: CacheState
     ) -> None:
-        state = self.state_for(type_url)
+        type_url = state.type_url
         first = not state.started
         nonce = str(request.response_nonce)
         if nonce and nonce == state.nonce:
-            if request.HasField("error_detail"):
-                self.record_nack(
-                    state, state.status.sent_version, nonce, str(request.error_detail.message)
-                )
-            else:
-                self.record_ack(state, state.status.sent_version)
+            self.record_reply(state, request, state.status.sent_version)
         if first:
             state.started = True
             state.set_client_has(dict(request.initial_resource_versions))
@@ -122,11 +119,11 @@ class DeltaStream(XdsStream[Any]):
         if not state.client_has:
             subscription = state.subscription
             if subscription.wildcard and not subscription.names:
-                selection = snapshot.full_state(state.type_url)
+                selection = shared.full_state(snapshot, state.type_url)
                 return list(selection.resources), [], selection
             if not subscription.wildcard:
                 present = snapshot.of_type(state.type_url)
-                selection = snapshot.selection(state.type_url, subscription.names)
+                selection = shared.selection(snapshot, state.type_url, subscription.names)
                 removed = sorted(n for n in subscription.names if n not in present)
                 return list(selection.resources), removed, selection
         updates, removed = self._diff(state, snapshot)
@@ -194,14 +191,7 @@ class DeltaStream(XdsStream[Any]):
             # Shared until the first change to it (``owned_client_has`` copies then).
             state.set_client_has(selection.versions)
         else:
-            has = state.owned_client_has()
-            for resource in updates:
-                has[resource.name] = resource.version
-            for name in removed:
-                if name in state.subscription.names:
-                    has[name] = ABSENT
-                else:
-                    has.pop(name, None)
+            state.hold(updates, removed)
         version = snapshot.version(state.type_url)
         nonce = self.next_nonce()
         body = (

@@ -5,11 +5,11 @@ from __future__ import annotations
 import grpc
 
 from xds_server.cache.snapshot_cache import SnapshotCache
-from xds_server.cache.status import ProxyRegistry
 from xds_server.server.csds import csds_handler
 from xds_server.server.limits import StreamLimits
 from xds_server.server.services import XdsServices
 from xds_server.server.tls import AdsTls
+from xds_server.status import ProxyRegistry
 
 #: Envoy's keepalive and message sizes: big snapshots (thousands of clusters) exceed gRPC's
 #: 4 MiB default in one SotW response; requests stay small and are capped lower.

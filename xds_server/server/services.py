@@ -17,13 +17,13 @@ from envoy.service.discovery.v3 import discovery_pb2
 from xds_server.cache import encoding
 from xds_server.cache.snapshot import set_version
 from xds_server.cache.snapshot_cache import SnapshotCache
-from xds_server.cache.status import ProxyRegistry
 from xds_server.cache.types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET
 from xds_server.server.delta import DeltaStream
 from xds_server.server.errors import StreamError
 from xds_server.server.limits import StreamLimits
 from xds_server.server.sotw import SotwStream
 from xds_server.server.stream import XdsStream
+from xds_server.status import ProxyRegistry
 
 log = logging.getLogger("xds_server.server")
 
@@ -80,12 +80,13 @@ class XdsServices:
         self.limits = limits or StreamLimits()
 
     def handlers(self) -> list[grpc.GenericRpcHandler]:
+        stream = self._stream_handler
         result = [
             grpc.method_handlers_generic_handler(
                 ADS_SERVICE,
                 {
-                    "StreamAggregatedResources": self._sotw_handler(PUSH_ORDER, ads=True),
-                    "DeltaAggregatedResources": self._delta_handler(PUSH_ORDER, ads=True),
+                    "StreamAggregatedResources": stream(SotwStream, PUSH_ORDER, ads=True),
+                    "DeltaAggregatedResources": stream(DeltaStream, PUSH_ORDER, ads=True),
                 },
             )
         ]
@@ -94,8 +95,8 @@ class XdsServices:
                 grpc.method_handlers_generic_handler(
                     service,
                     {
-                        f"Stream{suffix}": self._sotw_handler((type_url,), ads=False),
-                        f"Delta{suffix}": self._delta_handler((type_url,), ads=False),
+                        f"Stream{suffix}": stream(SotwStream, (type_url,), ads=False),
+                        f"Delta{suffix}": stream(DeltaStream, (type_url,), ads=False),
                         f"Fetch{suffix}": self._fetch_handler(type_url),
                     },
                 )
@@ -104,27 +105,18 @@ class XdsServices:
 
     # -- handlers ---------------------------------------------------------------------------
 
-    def _sotw_handler(
-        self, types: tuple[str, ...], *, ads: bool
+    def _stream_handler(
+        self, stream_class: type[SotwStream | DeltaStream], types: tuple[str, ...], *, ads: bool
     ) -> grpc.RpcMethodHandler[Any, _Outgoing]:
+        """A SotW or delta stream handler serving ``types`` (all of them on ADS)."""
+        request_class = DiscoveryRequest if stream_class is SotwStream else DeltaDiscoveryRequest
+
         def make(peer: str) -> XdsStream[Any]:
-            return SotwStream(self.cache, self.registry, self.limits, types, peer, ads=ads)
+            return stream_class(self.cache, self.registry, self.limits, types, peer, ads=ads)
 
         return grpc.stream_stream_rpc_method_handler(
             self._streamer(make),
-            request_deserializer=DiscoveryRequest.FromString,
-            response_serializer=_take,
-        )
-
-    def _delta_handler(
-        self, types: tuple[str, ...], *, ads: bool
-    ) -> grpc.RpcMethodHandler[Any, _Outgoing]:
-        def make(peer: str) -> XdsStream[Any]:
-            return DeltaStream(self.cache, self.registry, self.limits, types, peer, ads=ads)
-
-        return grpc.stream_stream_rpc_method_handler(
-            self._streamer(make),
-            request_deserializer=DeltaDiscoveryRequest.FromString,
+            request_deserializer=request_class.FromString,
             response_serializer=_take,
         )
 

@@ -14,9 +14,10 @@ Rules (Envoy's xDS protocol doc):
   final set (make before break).
 
 Cost: a thousand streams share one snapshot, so what can be shared is — a whole state of the
-world (its body and its name -> version map) is built once per snapshot, a repeated list of
-names in ACKs is recognised from its bytes, and a stream in sync with the snapshot a new one
-was built from looks only at what changed between the two (``Snapshot.changes``).
+world (its body and its name -> version map) is built once per snapshot (``shared``), a
+repeated list of names in ACKs is recognised from its bytes, and a stream in sync with the
+snapshot a new one was built from looks only at what changed between the two
+(``Snapshot.changes``).
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from typing import Any
 from envoy.service.discovery.v3 import discovery_pb2
 
 from xds_server.cache import encoding
-from xds_server.cache.snapshot import Resource, Snapshot, TypeChanges, set_version
+from xds_server.cache.snapshot import Changes, Resource, Snapshot, set_version
 from xds_server.cache.snapshot_cache import CacheState
-from xds_server.cache.status import StreamKind
 from xds_server.cache.types import CLUSTER, ENDPOINT
+from xds_server.server import shared
 from xds_server.server.stream import XdsStream
 from xds_server.server.subscription import (
     FULL_STATE_TYPES,
@@ -38,6 +39,7 @@ from xds_server.server.subscription import (
     names_for_key,
     remember_names,
 )
+from xds_server.status import StreamKind
 
 DiscoveryRequest = discovery_pb2.DiscoveryRequest
 
@@ -73,17 +75,16 @@ class SotwStream(XdsStream[Any]):
     # -- requests ---------------------------------------------------------------------------
 
     def handle(
-        self, type_url: str, request: Any, snapshot: Snapshot, cache_state: CacheState
+        self, state: TypeState, request: Any, snapshot: Snapshot, cache_state: CacheState
     ) -> None:
-        state = self.state_for(type_url)
         first = not state.started
         nonce = str(request.response_nonce)
         if not first and nonce != state.nonce:
             return  # stale: the client has not seen our latest response for this type yet
-        if not first or nonce:
-            self._acknowledge(state, request)
+        if nonce and nonce == state.nonce:
+            self.record_reply(state, request, str(request.version_info))
         state.started = True
-        changed = self._subscribe(state, request, first, type_url)  # last use of request
+        changed = self._subscribe(state, request, first)  # last use of request
         if changed:
             covered = state.subscription
             if any(not covered.covers(n) for n in state.client_has):
@@ -98,7 +99,7 @@ class SotwStream(XdsStream[Any]):
             state.synced_serial = snapshot.serial
 
     @staticmethod
-    def _subscribe(state: TypeState, request: Any, first: bool, type_url: str) -> bool:
+    def _subscribe(state: TypeState, request: Any, first: bool) -> bool:
         """Apply the request's resource names; True if the subscription changed.
 
         Envoy repeats the whole list in every request (thousands of names in each EDS ACK):
@@ -113,22 +114,9 @@ class SotwStream(XdsStream[Any]):
             if not first and known is not None and known is subscription.requested:
                 return False  # the same names as the last request: nothing changes
             requested = known if known is not None else remember_names(key, request.resource_names)
-        changed = subscription.apply_sotw(requested, first, type_url)
+        changed = subscription.apply_sotw(requested, first, state.type_url)
         subscription.requested = requested
         return changed
-
-    def _acknowledge(self, state: TypeState, request: Any) -> None:
-        if not state.nonce or request.response_nonce != state.nonce:
-            return
-        if request.HasField("error_detail"):
-            self.record_nack(
-                state,
-                state.status.sent_version,
-                state.nonce,
-                str(request.error_detail.message),
-            )
-        else:
-            self.record_ack(state, str(request.version_info))
 
     # -- pushes -----------------------------------------------------------------------------
 
@@ -156,7 +144,7 @@ class SotwStream(XdsStream[Any]):
         states: list[TypeState],
         snapshot: Snapshot,
         cache_state: CacheState,
-        changes: Mapping[str, TypeChanges],
+        changes: Changes,
     ) -> None:
         """The stream is in sync with an ancestor of ``snapshot`` (``changes`` is what changed
         since), and no full state type lost resources: only that can need sending."""
@@ -171,8 +159,7 @@ class SotwStream(XdsStream[Any]):
                 sent_now = self._respond_changed(state, snapshot, cache_state, change.updated)
             if sent_now:
                 sent.add(state.type_url)
-        if CLUSTER in sent and ENDPOINT not in sent and ENDPOINT in self.states:
-            self.states[ENDPOINT].answer_next_request = True
+        self._answer_endpoints_after_clusters(sent)
 
     def _push_all(self, types: list[str], snapshot: Snapshot, cache_state: CacheState) -> None:
         final: list[TypeState] = []
@@ -184,7 +171,7 @@ class SotwStream(XdsStream[Any]):
                     t != type_url and self._would_send(self.states[t], snapshot) for t in types
                 )
                 if others_change:
-                    self._respond(state, snapshot, cache_state, keep_removed=True)
+                    self._respond_with_removed(state, snapshot, cache_state)
                     final.append(state)
                     sent.add(type_url)
                     continue
@@ -192,6 +179,10 @@ class SotwStream(XdsStream[Any]):
                 sent.add(type_url)
         for state in final:
             self._respond(state, snapshot, cache_state)
+        self._answer_endpoints_after_clusters(sent)
+
+    def _answer_endpoints_after_clusters(self, sent: set[str]) -> None:
+        """After a CDS update, answer the next EDS request even if no endpoint changed."""
         if CLUSTER in sent and ENDPOINT not in sent and ENDPOINT in self.states:
             self.states[ENDPOINT].answer_next_request = True
 
@@ -219,70 +210,104 @@ class SotwStream(XdsStream[Any]):
         has = state.client_has
         return [r for n, r in self._selected(state, snapshot).items() if has.get(n) != r.version]
 
+    # -- responses --------------------------------------------------------------------------
+
     def _respond(
-        self,
-        state: TypeState,
-        snapshot: Snapshot,
-        cache_state: CacheState,
-        *,
-        force: bool = False,
-        keep_removed: bool = False,
+        self, state: TypeState, snapshot: Snapshot, cache_state: CacheState, *, force: bool = False
     ) -> bool:
-        """Send what ``state`` needs from ``snapshot``; False when there is nothing to send."""
-        type_url = state.type_url
-        body: bytes | None = None
-        if type_url in FULL_STATE_TYPES:
-            if state.subscription.wildcard and not keep_removed:
-                # The whole type: one shared body and name -> version map per snapshot.
-                version = snapshot.version(type_url)
-                if version == state.full_version and not force:
-                    return False
-                full = snapshot.full_state(type_url)
-                resources = list(full.resources)
-                body = full.sotw_body
-                state.full_version = version
-                state.set_client_has(full.versions)
-                state.sent_resources = full.by_name
-            else:
-                selected = dict(self._selected(state, snapshot))
-                version = self._full_version(state, snapshot)
-                if keep_removed:
-                    previous = self._previous_resources(state)
-                    for name, resource in previous.items():
-                        selected.setdefault(name, resource)
-                    version = set_version(selected.values())
-                elif version == state.full_version and not force:
-                    return False
-                resources = [selected[n] for n in sorted(selected)]
-                state.full_version = version
-                state.set_client_has({r.name: r.version for r in resources})
-                state.sent_resources = {r.name: r for r in resources}
-        elif not state.client_has:
-            # Nothing held yet (a first request): everything selected, shared per snapshot.
-            subscription = state.subscription
-            if subscription.wildcard:
-                selection = snapshot.full_state(type_url)
-            else:
-                selection = snapshot.selection(type_url, subscription.names)
-            if not selection.resources:
-                return False
-            resources = list(selection.resources)
-            body = selection.sotw_body
-            version = snapshot.version(type_url)
-            # Shared until the first change to it (``owned_client_has`` copies then).
-            state.set_client_has(selection.versions)
+        """Send what ``state`` needs from ``snapshot``; False when there is nothing to send.
+        ``force``: answer even when the client holds it all already."""
+        if state.type_url in FULL_STATE_TYPES:
+            if state.subscription.wildcard:
+                return self._respond_whole_type(state, snapshot, cache_state, force)
+            return self._respond_named(state, snapshot, cache_state, force)
+        if not state.client_has:
+            return self._respond_first(state, snapshot, cache_state)
+        return self._respond_partial(state, snapshot, cache_state, force)
+
+    def _respond_whole_type(
+        self, state: TypeState, snapshot: Snapshot, cache_state: CacheState, force: bool
+    ) -> bool:
+        """A wildcard full state type: one shared body and name -> version map per snapshot."""
+        version = snapshot.version(state.type_url)
+        if version == state.full_version and not force:
+            return False
+        full = shared.full_state(snapshot, state.type_url)
+        self._hold_full(state, version, full.versions, full.by_name)
+        self._send(state, version, full.resources, full.sotw_body, cache_state)
+        return True
+
+    def _respond_named(
+        self, state: TypeState, snapshot: Snapshot, cache_state: CacheState, force: bool
+    ) -> bool:
+        """A full state type subscribed by name: the named resources that exist."""
+        selected = self._selected(state, snapshot)
+        version = set_version(selected.values())
+        if version == state.full_version and not force:
+            return False
+        self._send_full(state, version, [selected[n] for n in sorted(selected)], cache_state)
+        return True
+
+    def _respond_with_removed(
+        self, state: TypeState, snapshot: Snapshot, cache_state: CacheState
+    ) -> None:
+        """Make before break: the new full state plus the resources it no longer has, sent
+        before the other types change; the final set follows them."""
+        selected = dict(self._selected(state, snapshot))
+        for name, resource in state.sent_resources.items():
+            selected.setdefault(name, resource)
+        version = set_version(selected.values())
+        self._send_full(state, version, [selected[n] for n in sorted(selected)], cache_state)
+
+    def _send_full(
+        self, state: TypeState, version: str, resources: list[Resource], cache_state: CacheState
+    ) -> None:
+        self._hold_full(
+            state, version, {r.name: r.version for r in resources}, {r.name: r for r in resources}
+        )
+        self._send(state, version, resources, None, cache_state)
+
+    @staticmethod
+    def _hold_full(
+        state: TypeState,
+        version: str,
+        versions: Mapping[str, str],
+        by_name: Mapping[str, Resource],
+    ) -> None:
+        """The client now holds this complete set of a full state type."""
+        state.full_version = version
+        state.set_client_has(versions)
+        state.sent_resources = by_name
+
+    def _respond_first(self, state: TypeState, snapshot: Snapshot, cache_state: CacheState) -> bool:
+        """A partial-update type the client holds nothing of yet: everything selected, one
+        body and name -> version map shared per snapshot."""
+        subscription = state.subscription
+        if subscription.wildcard:
+            selection = shared.full_state(snapshot, state.type_url)
         else:
-            resources = self._changed(state, snapshot)
-            if force and not resources:
-                resources = list(self._selected(state, snapshot).values())
-            if not resources:
-                return False
-            resources.sort(key=lambda r: r.name)
-            version = snapshot.version(type_url)
-            has = state.owned_client_has()
-            for resource in resources:
-                has[resource.name] = resource.version
-        self._send(state, version, resources, body, cache_state)
+            selection = shared.selection(snapshot, state.type_url, subscription.names)
+        if not selection.resources:
+            return False
+        # Shared until the first change to it (``owned_client_has`` copies then).
+        state.set_client_has(selection.versions)
+        version = snapshot.version(state.type_url)
+        self._send(state, version, selection.resources, selection.sotw_body, cache_state)
+        return True
+
+    def _respond_partial(
+        self, state: TypeState, snapshot: Snapshot, cache_state: CacheState, force: bool
+    ) -> bool:
+        """A partial-update type: the selected resources the client does not hold (all of
+        them when ``force`` and none differ)."""
+        resources = self._changed(state, snapshot)
+        if force and not resources:
+            resources = list(self._selected(state, snapshot).values())
+        if not resources:
+            return False
+        resources.sort(key=lambda r: r.name)
+        state.hold(resources)
+        self._send(state, snapshot.version(state.type_url), resources, None, cache_state)
         return True
 
     def _respond_changed(
@@ -300,24 +325,23 @@ class SotwStream(XdsStream[Any]):
             # push it holds the shared map of this snapshot, and every stream holding the
             # same map, subscribed alike, is sent the same resources: chosen and joined once.
             names = None if subscription.wildcard else subscription.names
-            shared = snapshot.held_versions(state.type_url, names)
-            if shared is not None:
-                resources, body = snapshot.shared(
+            held = shared.held_versions(snapshot, state.type_url, names)
+            if held is not None:
+                resources, body = shared.computed_once(
+                    snapshot,
                     state.type_url,
                     (names, has, updated),
                     lambda: self._joined(self._changed_since(state, snapshot, updated)),
                 )
                 if not resources:
                     return False
-                state.set_client_has(shared)
+                state.set_client_has(held)
                 self._send(state, snapshot.version(state.type_url), resources, body, cache_state)
                 return True
         changed = self._changed_since(state, snapshot, updated)
         if not changed:
             return False
-        owned = state.owned_client_has()
-        for resource in changed:
-            owned[resource.name] = resource.version
+        state.hold(changed)
         self._send(state, snapshot.version(state.type_url), changed, None, cache_state)
         return True
 
@@ -360,6 +384,3 @@ class SotwStream(XdsStream[Any]):
             body = b"".join(r.sotw_field for r in resources)
         data = encoding.sotw_response(version, state.type_url, nonce, body)
         self.record_send(state, version, nonce, data, cache_state)
-
-    def _previous_resources(self, state: TypeState) -> dict[str, Resource]:
-        return dict(state.sent_resources)

@@ -21,18 +21,19 @@ from google.protobuf.message import DecodeError
 
 from xds_server.cache.snapshot import Snapshot
 from xds_server.cache.snapshot_cache import CacheState, SnapshotCache
-from xds_server.cache.status import (
+from xds_server.cache.types import PUSH_ORDER
+from xds_server.server.errors import StreamError
+from xds_server.server.limits import NONCE_PATTERN, StreamLimits
+from xds_server.server.subscription import TypeState
+from xds_server.status import (
     Nack,
     ProxyEvent,
+    ProxyEventKind,
     ProxyRegistry,
     ProxyStatus,
     StreamKind,
     TypeStatus,
 )
-from xds_server.cache.types import PUSH_ORDER
-from xds_server.server.errors import StreamError
-from xds_server.server.limits import NONCE_PATTERN, StreamLimits
-from xds_server.server.subscription import TypeState
 
 log = logging.getLogger("xds_server.server")
 
@@ -151,7 +152,7 @@ class XdsStream(abc.ABC, Generic[Request]):
         state = self.cache.state
         if state.generation != self.generation:
             self._push(state)
-        self.handle(type_url, request, state.snapshot_for(self.group), state)
+        self.handle(self.state_for(type_url), request, state.snapshot_for(self.group), state)
 
     def _type_url_of(self, request: Any) -> str:
         type_url = str(request.type_url)
@@ -229,9 +230,7 @@ class XdsStream(abc.ABC, Generic[Request]):
         status.held = state.client_has
         state.nonce = nonce
         self._outbox.append(data)
-        self.registry.emit(
-            ProxyEvent("send", self.node_id, self.group, state.type_url, version, bytes=len(data))
-        )
+        self._emit(ProxyEventKind.SEND, state, version, sent_bytes=len(data))
 
     def record_held(self, state: TypeState, version: str) -> None:
         """The client already holds ``version`` of this type (a delta client reconnecting
@@ -241,6 +240,16 @@ class XdsStream(abc.ABC, Generic[Request]):
         status.acked_at = time.time()
         status.held = state.client_has
 
+    def record_reply(self, state: TypeState, request: Any, acked_version: str) -> None:
+        """The client answered the last response of a type: a NACK if the request carries
+        ``error_detail`` (of the version sent), an ACK of ``acked_version`` otherwise."""
+        if request.HasField("error_detail"):
+            self.record_nack(
+                state, state.status.sent_version, state.nonce, str(request.error_detail.message)
+            )
+        else:
+            self.record_ack(state, acked_version)
+
     def record_ack(self, state: TypeState, version: str) -> None:
         status = state.status
         first_ack_of_send = status.acked_at is None or status.acked_version != version
@@ -249,11 +258,7 @@ class XdsStream(abc.ABC, Generic[Request]):
         convergence = None
         if first_ack_of_send and status.sent_state_set_at is not None:
             convergence = max(0.0, time.monotonic() - status.sent_state_set_at)
-        self.registry.emit(
-            ProxyEvent(
-                "ack", self.node_id, self.group, state.type_url, version, convergence=convergence
-            )
-        )
+        self._emit(ProxyEventKind.ACK, state, version, convergence=convergence)
 
     def record_nack(self, state: TypeState, version: str, nonce: str, message: str) -> None:
         message = message[: self.limits.max_error_message]
@@ -266,8 +271,29 @@ class XdsStream(abc.ABC, Generic[Request]):
             version,
             message,
         )
+        self._emit(ProxyEventKind.NACK, state, version, message=message)
+
+    def _emit(
+        self,
+        kind: ProxyEventKind,
+        state: TypeState,
+        version: str,
+        *,
+        message: str = "",
+        convergence: float | None = None,
+        sent_bytes: int = 0,
+    ) -> None:
         self.registry.emit(
-            ProxyEvent("nack", self.node_id, self.group, state.type_url, version, message)
+            ProxyEvent(
+                kind,
+                self.node_id,
+                self.group,
+                state.type_url,
+                version,
+                message,
+                convergence,
+                bytes=sent_bytes,
+            )
         )
 
     # -- for subclasses ---------------------------------------------------------------------
@@ -278,9 +304,10 @@ class XdsStream(abc.ABC, Generic[Request]):
 
     @abc.abstractmethod
     def handle(
-        self, type_url: str, request: Any, snapshot: Snapshot, cache_state: CacheState
+        self, state: TypeState, request: Any, snapshot: Snapshot, cache_state: CacheState
     ) -> None:
-        """Apply one request: ACK/NACK bookkeeping, subscription, and any answer."""
+        """Apply one request for ``state``'s type: ACK/NACK bookkeeping, subscription, and
+        any answer."""
 
     @abc.abstractmethod
     def push(self, types: list[str], snapshot: Snapshot, cache_state: CacheState) -> None:

@@ -7,10 +7,12 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from xds_server.cache.snapshot import Resource
-from xds_server.cache.status import TypeStatus
 from xds_server.cache.types import CLUSTER, LISTENER, WILDCARD_BY_DEFAULT
+from xds_server.status import TypeStatus
 
 WILDCARD = "*"
+#: In ``TypeState.client_has``: a name the client was told does not exist.
+ABSENT = ""
 
 #: Types whose SotW responses must hold the complete state of the world. For the other
 #: types a SotW response may carry only the resources that changed (xDS protocol doc,
@@ -145,5 +147,15 @@ class TypeState:
         self.client_has = has
         self.status.held = has
 
-
-ABSENT = ""
+    def hold(self, resources: Iterable[Resource], removed: Iterable[str] = ()) -> None:
+        """Record what the client holds once sent ``resources`` (at their versions) and told
+        ``removed`` are gone (``ABSENT`` if it subscribed to them by name, forgotten if it
+        held them through the wildcard)."""
+        has = self.owned_client_has()
+        for resource in resources:
+            has[resource.name] = resource.version
+        for name in removed:
+            if name in self.subscription.names:
+                has[name] = ABSENT
+            else:
+                has.pop(name, None)

@@ -34,9 +34,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from xds_server.consul import Backoff, ConsulError, TokenBucket
 from xds_server.model.inventory import Endpoint, Inventory, Service
 from xds_server.sources.base import Publish, SourceStatus, StatusTracker
-from xds_server.sources.consul_api import ConsulApi, ConsulRequestError
+from xds_server.sources.consul_api import ConsulApi
 from xds_server.sources.consul_mapping import (
     CONSUL_METADATA_NAMESPACE,
     MappingOptions,
@@ -44,8 +45,7 @@ from xds_server.sources.consul_mapping import (
     merge_datacenters,
     select_services,
 )
-from xds_server.sources.consul_settings import ConsulSettings
-from xds_server.sources.ratelimit import Backoff, TokenBucket
+from xds_server.sources.consul_settings import WatcherSettings
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +115,9 @@ class ConsulWatcher:
 
     def __init__(
         self,
-        settings: ConsulSettings,
+        settings: WatcherSettings,
         *,
-        api_factory: Callable[[ConsulSettings], ConsulApi] = ConsulApi,
+        api_factory: Callable[[WatcherSettings], ConsulApi] = ConsulApi,
     ) -> None:
         self._settings = settings
         self._api_factory = api_factory
@@ -194,7 +194,7 @@ class ConsulWatcher:
             await bucket.acquire()
             try:
                 new_index, data = await fetch(dc.name, index)
-            except ConsulRequestError as exc:
+            except ConsulError as exc:
                 self._status.fail(channel, exc.kind, exc.message)
                 index = seen = 0
                 await backoff.sleep()
@@ -332,13 +332,11 @@ class ConsulWatcher:
         if dc.dirty:
             self._wake.set()
 
-    async def _read_one(
-        self, dc: _Datacenter, name: str, publish: Publish
-    ) -> ConsulRequestError | None:
+    async def _read_one(self, dc: _Datacenter, name: str, publish: Publish) -> ConsulError | None:
         assert self._api is not None
         try:
             _, entries = await self._api.health_service(name, dc.name)
-        except ConsulRequestError as exc:
+        except ConsulError as exc:
             return exc
         self.service_reads += 1
         if dc.catalog is None or name not in dc.catalog:

@@ -14,44 +14,39 @@ Why a wrapper rather than py-consul directly:
 - **the token we were given**: py-consul prefers ``CONSUL_HTTP_TOKEN`` from the process
   environment over its ``token`` argument, so explicit settings would silently lose; the
   client's token is set after construction;
-- **errors as one type** with a short ``kind`` and a one-line message, so the watcher can log
-  state changes instead of stack traces;
+- **errors typed** (``xds_server.consul``'s ``ConsulError``, a short ``kind`` and a one-line
+  message), so the watcher can log state changes instead of stack traces;
 - **untyped JSON checked once**: the shapes are verified here, the rest of the code is typed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ssl
 import warnings
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import aiohttp
 import consul
 import consul.aio
 
-from xds_server.sources.consul_settings import ConsulSettings
+from xds_server.consul import (
+    ConsulAclDenied,
+    ConsulBadResponse,
+    ConsulHttpError,
+)
+from xds_server.consul.http import (
+    AsyncClient,
+    blocking_deadline,
+    describe,
+    go_duration,
+    transport_failures,
+)
+from xds_server.sources.consul_settings import WatcherSettings
 
 ACL_DENIED = "Consul ACL: permission denied — check CONSUL_HTTP_TOKEN"
 
 
-class ConsulRequestError(Exception):
-    """A failed request. ``kind``: acl, tls, unavailable, timeout, http, bad-response."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-
-
-def go_duration(seconds: float) -> str:
-    """Seconds → a Go duration string for ``wait`` (``"300s"``, ``"250ms"``)."""
-    millis = round(seconds * 1000)
-    return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
-
-
-class ConsulApi:
+class ConsulApi(AsyncClient):
     """Async context manager owning one py-consul client (one aiohttp session).
 
     The watch endpoints (blocking when ``index`` > 0) have reserved slots
@@ -59,10 +54,11 @@ class ConsulApi:
     up a watch's next round.
     """
 
-    def __init__(self, settings: ConsulSettings) -> None:
+    def __init__(self, settings: WatcherSettings) -> None:
         self._settings = settings
-        self._wait = go_duration(settings.wait)
-        self._blocking_deadline = settings.wait * 17 / 16 + settings.request_timeout
+        self._consul = settings.consul
+        self._wait = go_duration(settings.consul.wait)
+        self._blocking_deadline = blocking_deadline(settings.consul)
         # Watches have their own slots so a burst of reads never delays a watch's next round.
         self._watch_slots = asyncio.Semaphore(settings.blocking_slots)
         self._read_slots = asyncio.Semaphore(
@@ -74,22 +70,16 @@ class ConsulApi:
         self.max_in_flight = 0
         self.requests = 0
 
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
         self._client = self._make_client()
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:
             await client.close()
 
     def _make_client(self) -> Any:
-        s = self._settings
+        s = self._consul
         verify: bool | str = (s.ca_file or True) if s.verify else False
         cert = (s.cert_file, s.key_file) if s.cert_file else None
         with warnings.catch_warnings():
@@ -102,7 +92,7 @@ class ConsulApi:
                 token=s.token,
                 verify=verify,
                 cert=cert,
-                connections_limit=s.max_concurrent_queries,
+                connections_limit=self._settings.max_concurrent_queries,
                 connections_timeout=self._blocking_deadline + s.request_timeout,
             )
         client.token = s.token
@@ -120,7 +110,7 @@ class ConsulApi:
             watch=True,
         )
         if not isinstance(data, dict):
-            raise ConsulRequestError("bad-response", "catalog/services: expected an object")
+            raise ConsulBadResponse("catalog/services: expected an object")
         return new_index, {
             str(k): [t for t in (v or []) if isinstance(t, str)] for k, v in data.items()
         }
@@ -157,54 +147,42 @@ class ConsulApi:
         if data is None:  # py-consul turns a 404 into None
             return []
         if not isinstance(data, list):
-            raise ConsulRequestError("bad-response", f"{what}: expected a list")
+            raise ConsulBadResponse(f"{what}: expected a list")
         return [x for x in data if isinstance(x, dict)]
 
     async def _call(self, request: Any, blocking: bool, *, watch: bool = False) -> tuple[int, Any]:
         if self._client is None:
             raise RuntimeError("ConsulApi used outside its async with block")
-        deadline = self._blocking_deadline if blocking else self._settings.request_timeout
+        deadline = self._blocking_deadline if blocking else self._consul.request_timeout
         async with self._watch_slots if watch else self._read_slots:
             self.in_flight += 1
             self.requests += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             try:
-                async with asyncio.timeout(deadline):
-                    raw_index, data = await request(self._client)
-            except TimeoutError:
-                raise ConsulRequestError(
-                    "timeout",
-                    f"Consul at {self._settings.base_url} did not answer in {deadline:g}s",
-                ) from None
-            except consul.ACLPermissionDenied as exc:
-                reason = _one_line(exc, 80)
-                message = f"{ACL_DENIED} (Consul says: {reason})" if str(exc) else ACL_DENIED
-                raise ConsulRequestError("acl", message) from None
-            except consul.ACLDisabled as exc:  # 401
-                raise ConsulRequestError("acl", f"Consul ACL: {_one_line(exc)}") from None
-            except consul.ConsulException as exc:
-                raise ConsulRequestError("http", f"Consul error: {_one_line(exc)}") from None
-            except (aiohttp.ClientSSLError, ssl.SSLError) as exc:
-                raise ConsulRequestError(
-                    "tls", f"TLS with Consul at {self._settings.base_url} failed: {_one_line(exc)}"
-                ) from None
-            except (aiohttp.ClientError, OSError) as exc:
-                raise ConsulRequestError(
-                    "unavailable",
-                    f"cannot reach Consul at {self._settings.base_url}: {_one_line(exc)}",
-                ) from None
-            except ValueError as exc:  # e.g. a body that is not UTF-8
-                raise ConsulRequestError("bad-response", f"Consul: {_one_line(exc)}") from None
+                with transport_failures(self._consul.base_url, deadline):
+                    raw_index, data = await self._send(request, deadline)
             finally:
                 self.in_flight -= 1
         try:
             return int(raw_index), data
         except (TypeError, ValueError):
-            raise ConsulRequestError(
-                "bad-response", f"invalid X-Consul-Index {raw_index!r}"
-            ) from None
+            raise ConsulBadResponse(f"invalid X-Consul-Index {raw_index!r}") from None
 
-
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    async def _send(self, request: Any, deadline: float) -> tuple[Any, Any]:
+        """One py-consul call, its exceptions turned into ``ConsulError``."""
+        try:
+            async with asyncio.timeout(deadline):
+                raw_index, data = await request(self._client)
+        except consul.ACLPermissionDenied as exc:
+            reason = describe(exc, 80)
+            message = f"{ACL_DENIED} (Consul says: {reason})" if str(exc) else ACL_DENIED
+            raise ConsulAclDenied(message) from None
+        except consul.ACLDisabled as exc:  # 401
+            raise ConsulAclDenied(f"Consul ACL: {describe(exc)}") from None
+        except consul.ConsulException as exc:
+            raise ConsulHttpError(f"Consul error: {describe(exc)}") from None
+        except (aiohttp.ClientError, OSError):
+            raise  # for transport_failures (some of them are ValueErrors too)
+        except ValueError as exc:  # e.g. a body that is not UTF-8
+            raise ConsulBadResponse(f"Consul: {describe(exc)}") from None
+        return raw_index, data

@@ -1,21 +1,17 @@
-"""Settings of the Consul source, from Consul's own environment variables.
+"""Settings of the Consul source: which datacenters and services to watch, and how hard.
 
-Operators already set ``CONSUL_HTTP_ADDR``, ``CONSUL_HTTP_TOKEN`` (or
-``CONSUL_HTTP_TOKEN_FILE``), ``CONSUL_CACERT``, ``CONSUL_CLIENT_CERT``, ``CONSUL_CLIENT_KEY``,
-``CONSUL_HTTP_SSL`` and ``CONSUL_HTTP_SSL_VERIFY`` for the ``consul`` CLI; we read the same
-names with the same meaning, and explicit values (command-line flags) override them.
-Nothing is read at import time: ``ConsulSettings.from_env(os.environ)`` is called by the app.
+How to reach Consul (address, token, TLS, deadlines) is :class:`~xds_server.consul.ConsulSettings`,
+read from Consul's own variables; this adds what only the watcher needs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
+from xds_server.consul import ConsulSettings
 from xds_server.sources.consul_mapping import MappingOptions, ServiceFilter
 
 #: An agent accepts 200 concurrent HTTP connections per client address by default.
@@ -24,25 +20,13 @@ CONSUL_CONNECTIONS_PER_CLIENT = 200
 #: Blocking queries held open per datacenter: catalog services, checks, nodes.
 WATCHES_PER_DATACENTER = 3
 
-_TRUE = {"1", "t", "true", "yes", "on"}
-_FALSE = {"0", "f", "false", "no", "off"}
-
 
 @dataclass(frozen=True, slots=True)
-class ConsulSettings:
+class WatcherSettings:
     """Everything the Consul watcher needs; durations in seconds."""
 
-    host: str = "127.0.0.1"
-    port: int = 8500
-    scheme: str = "http"
-    #: ACL token sent with every request (``X-Consul-Token``); None: anonymous.
-    token: str | None = None
-    #: CA bundle for HTTPS (``CONSUL_CACERT``); None: the system's trust store.
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    #: Verify the server certificate (``CONSUL_HTTP_SSL_VERIFY``).
-    verify: bool = True
+    #: How to reach Consul.
+    consul: ConsulSettings = field(default_factory=ConsulSettings)
     #: Datacenters to watch, local one first (priority 0; the others priority 1).
     #: Empty: only the agent's own datacenter.
     datacenters: tuple[str, ...] = ()
@@ -55,10 +39,6 @@ class ConsulSettings:
     #: Concurrent HTTP requests (and connections) to Consul, blocking watches included
     #: (three per datacenter are reserved for them; reads share the rest).
     max_concurrent_queries: int = 64
-    #: ``wait`` of blocking queries.
-    wait: float = 300.0
-    #: Deadline of non-blocking reads and of connecting.
-    request_timeout: float = 30.0
     #: Token bucket per watch loop: sustained rounds per second, and burst.
     rate: float = 2.0
     burst: int = 2
@@ -69,10 +49,6 @@ class ConsulSettings:
     resync_interval: float = 600.0
 
     def __post_init__(self) -> None:
-        if self.scheme not in ("http", "https"):
-            raise ValueError(f"Consul scheme must be http or https, not {self.scheme!r}")
-        if not 0 < self.port < 65536:
-            raise ValueError(f"Consul port out of range: {self.port}")
         watches = self.blocking_slots
         if not watches < self.max_concurrent_queries <= CONSUL_CONNECTIONS_PER_CLIENT:
             raise ValueError(
@@ -80,14 +56,10 @@ class ConsulSettings:
                 f"blocking watches per datacenter) and at most {CONSUL_CONNECTIONS_PER_CLIENT} "
                 f"(Consul's default per-client limit), not {self.max_concurrent_queries}"
             )
-        if self.wait <= 0 or self.wait > 600:
-            raise ValueError("wait must be in (0, 600] seconds (Consul caps it at 10 minutes)")
         if self.rate <= 0 or self.burst < 1:
             raise ValueError("rate must be positive and burst at least 1")
         if self.backoff_base <= 0 or self.backoff_max < self.backoff_base:
             raise ValueError("need 0 < backoff_base <= backoff_max")
-        if bool(self.cert_file) != bool(self.key_file):
-            raise ValueError("CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY go together")
         if len(set(self.datacenters)) != len(self.datacenters):
             raise ValueError(f"datacenters listed twice: {self.datacenters}")
 
@@ -95,11 +67,6 @@ class ConsulSettings:
     def blocking_slots(self) -> int:
         """Requests reserved for the blocking watches; reads get the rest."""
         return WATCHES_PER_DATACENTER * max(len(self.datacenters), 1)
-
-    @property
-    def base_url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
 
     @property
     def service_filter(self) -> ServiceFilter:
@@ -111,76 +78,22 @@ class ConsulSettings:
     def describe(self) -> str:
         """For the start-up log line: never the token."""
         dcs = ",".join(self.datacenters) or "(agent's)"
-        auth = "token" if self.token else "anonymous"
-        return f"{self.base_url} dc={dcs} {auth} max_concurrent={self.max_concurrent_queries}"
+        auth = "token" if self.consul.token else "anonymous"
+        return (
+            f"{self.consul.base_url} dc={dcs} {auth} max_concurrent={self.max_concurrent_queries}"
+        )
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> ConsulSettings:
-        """Settings from Consul's environment variables, then ``overrides`` on top.
-
-        ``overrides`` takes any field name, plus ``address`` (``host:port`` or a URL, like
-        ``CONSUL_HTTP_ADDR``); a None value means "not given" and keeps the environment's.
-        Raises ``ValueError`` (one line, for the operator) on an invalid value.
-        """
-        values: dict[str, Any] = {}
-        scheme: str | None = None
-        address = overrides.pop("address", None) or env.get("CONSUL_HTTP_ADDR")
-        if address:
-            scheme, values["host"], values["port"] = parse_address(address)
-        ssl = env.get("CONSUL_HTTP_SSL")
-        if ssl and "scheme" not in overrides:  # as in Consul's api package: it wins
-            scheme = "https" if _bool("CONSUL_HTTP_SSL", ssl) else "http"
-        if scheme:
-            values["scheme"] = scheme
-        token = env.get("CONSUL_HTTP_TOKEN") or None
-        if token is None and (token_file := env.get("CONSUL_HTTP_TOKEN_FILE")):
-            try:
-                token = Path(token_file).read_text().strip() or None
-            except OSError as exc:
-                raise ValueError(f"CONSUL_HTTP_TOKEN_FILE {token_file}: {exc.strerror}") from None
-        values["token"] = token
-        values["ca_file"] = env.get("CONSUL_CACERT") or None
-        values["cert_file"] = env.get("CONSUL_CLIENT_CERT") or None
-        values["key_file"] = env.get("CONSUL_CLIENT_KEY") or None
-        if verify := env.get("CONSUL_HTTP_SSL_VERIFY"):
-            values["verify"] = _bool("CONSUL_HTTP_SSL_VERIFY", verify)
-        names = {f.name for f in dataclasses.fields(cls)}
-        for key, value in overrides.items():
-            if key not in names:
-                raise TypeError(f"unknown Consul setting {key!r}")
-            if value is not None:
-                values[key] = tuple(value) if isinstance(value, list) else value
-        return cls(**values)
-
-
-def parse_address(address: str) -> tuple[str | None, str, int]:
-    """``CONSUL_HTTP_ADDR`` → (scheme or None, host, port).
-
-    Without a port: 443 for an ``https://`` URL (as Consul's CLI would connect), else 8500,
-    Consul's own default port.
-    """
-    text = address.strip()
-    if "://" not in text:
-        text = "//" + text
-    parsed = urllib.parse.urlsplit(text)
-    scheme = parsed.scheme or None
-    if scheme not in (None, "http", "https"):
-        raise ValueError(f"CONSUL_HTTP_ADDR {address!r}: only http and https are supported")
-    try:
-        port = parsed.port
-    except ValueError:
-        raise ValueError(f"CONSUL_HTTP_ADDR {address!r}: invalid port") from None
-    if port is None:
-        port = 443 if scheme == "https" else 8500
-    if not parsed.hostname:
-        raise ValueError(f"CONSUL_HTTP_ADDR {address!r}: no host")
-    return scheme, parsed.hostname, port
-
-
-def _bool(name: str, value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ValueError(f"{name}={value!r} is not a boolean")
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> WatcherSettings:
+        """``ConsulSettings.from_env(env, ...)`` with the connection's overrides, and this
+        class's fields from the others (a None value means "not given")."""
+        own = {f.name for f in dataclasses.fields(cls)}
+        mine: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in overrides.items()
+            if k in own and v is not None
+        }
+        consul = ConsulSettings.from_env(
+            env, **{k: v for k, v in overrides.items() if k not in own}
+        )
+        return cls(consul, **mine)

@@ -1,6 +1,14 @@
 """Durable, versioned operator config: ``ConfigStore`` and its implementations."""
 
-from xds_server.store.base import (
+from xds_server.store.errors import (
+    InvalidChange,
+    NotFound,
+    PreconditionFailed,
+    RevisionNotFound,
+    StoreError,
+    StoreUnavailable,
+)
+from xds_server.store.interface import (
     Change,
     CommitResult,
     ConfigState,
@@ -8,14 +16,8 @@ from xds_server.store.base import (
     DocKey,
     Document,
     HistoryEntry,
-    InvalidChange,
-    NotFound,
     Operation,
-    PreconditionFailed,
-    RevisionNotFound,
     Spec,
-    StoreError,
-    StoreUnavailable,
     etag_of,
 )
 from xds_server.store.memory import MemoryStore

@@ -1,6 +1,6 @@
 """An in-memory ``ConfigStore`` for tests of the other parts (and for trying things out).
 
-Same semantics as the SQLite store (the logic is shared in ``core`` and ``engine``); its
+Same semantics as the SQLite store (the logic is shared in ``backend`` and ``planning``); its
 "storage" survives ``close()`` and a later ``open()`` of the same object.
 """
 
@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from xds_server.store import engine
-from xds_server.store.base import ConfigState, HistoryEntry, StoreUnavailable
-from xds_server.store.core import BaseStore, Clock, StaleState
+from xds_server.store import planning
+from xds_server.store.backend import BaseStore, Clock, StaleState
+from xds_server.store.errors import StoreUnavailable
+from xds_server.store.interface import ConfigState, HistoryEntry
 
 
 class MemoryStore(BaseStore):
@@ -30,7 +31,7 @@ class MemoryStore(BaseStore):
     async def _backend_close(self) -> None:
         pass
 
-    async def _backend_write(self, planned: engine.Planned, base_revision: int) -> None:
+    async def _backend_write(self, planned: planning.Planned, base_revision: int) -> None:
         if self._unavailable is not None:
             raise StoreUnavailable(self._unavailable)
         if self._saved.revision != base_revision:
@@ -38,10 +39,10 @@ class MemoryStore(BaseStore):
         self._log.extend(planned.entries)
         self._saved = planned.state
 
-    async def _backend_history(self, query: engine.HistoryQuery) -> list[HistoryEntry]:
-        return engine.take_page(self._newest_first(query), query.limit)
+    async def _backend_history(self, query: planning.HistoryQuery) -> list[HistoryEntry]:
+        return planning.take_page(self._newest_first(query), query.limit)
 
-    def _newest_first(self, query: engine.HistoryQuery) -> Iterable[HistoryEntry]:
+    def _newest_first(self, query: planning.HistoryQuery) -> Iterable[HistoryEntry]:
         end = len(self._log)
         while end > 0:  # revisions backwards, entries of one revision in commit order
             start = end - 1

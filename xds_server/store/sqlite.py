@@ -25,17 +25,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from xds_server.store import engine
-from xds_server.store.base import (
-    ConfigState,
-    Document,
-    HistoryEntry,
-    Operation,
-    Spec,
-    StoreError,
-    StoreUnavailable,
-)
-from xds_server.store.core import BaseStore, Clock, StaleState
+from xds_server.store import planning
+from xds_server.store.backend import BaseStore, Clock, StaleState
+from xds_server.store.codec import canonical_json, load_spec, operation_of
+from xds_server.store.errors import StoreError, StoreUnavailable
+from xds_server.store.interface import ConfigState, Document, HistoryEntry, Spec
 
 T = TypeVar("T")
 
@@ -200,10 +194,10 @@ class SqliteStore(BaseStore):
 
     # --- storage primitives ---------------------------------------------------------------
 
-    async def _backend_write(self, planned: engine.Planned, base_revision: int) -> None:
+    async def _backend_write(self, planned: planning.Planned, base_revision: int) -> None:
         await self._run(lambda conn: _write(conn, planned, base_revision))
 
-    async def _backend_history(self, query: engine.HistoryQuery) -> list[HistoryEntry]:
+    async def _backend_history(self, query: planning.HistoryQuery) -> list[HistoryEntry]:
         return await self._run(lambda conn: _history(conn, query))
 
     async def _backend_entries_upto(self, revision: int) -> Iterable[HistoryEntry]:
@@ -290,13 +284,13 @@ def _load_in(conn: sqlite3.Connection) -> ConfigState:
         "SELECT kind, name, spec, revision, created_revision, updated_at FROM documents"
     )
     docs = {
-        (kind, name): Document(kind, name, engine.load_spec(spec), rev, created, updated)
+        (kind, name): Document(kind, name, load_spec(spec), rev, created, updated)
         for kind, name, spec, rev, created, updated in rows
     }
     return ConfigState(_revision(conn), docs)
 
 
-def _write(conn: sqlite3.Connection, planned: engine.Planned, base_revision: int) -> None:
+def _write(conn: sqlite3.Connection, planned: planning.Planned, base_revision: int) -> None:
     with _Transaction(conn) as tx:
         if _revision(tx) != base_revision:
             raise StaleState(_load_in(tx))  # another process wrote; rolled back on exit
@@ -317,12 +311,12 @@ def _write(conn: sqlite3.Connection, planned: engine.Planned, base_revision: int
 
 
 def _document_row(d: Document) -> tuple[object, ...]:
-    spec = engine.canonical_json(d.spec)
+    spec = canonical_json(d.spec)
     return (d.kind, d.name, spec, d.revision, d.created_revision, d.updated_at)
 
 
 def _json_or_none(spec: Spec | None) -> str | None:
-    return None if spec is None else engine.canonical_json(spec)
+    return None if spec is None else canonical_json(spec)
 
 
 def _entry_row(e: HistoryEntry) -> tuple[object, ...]:
@@ -334,18 +328,13 @@ def _entry_row(e: HistoryEntry) -> tuple[object, ...]:
 
 def _entries(rows: Iterable[tuple[Any, ...]]) -> Iterator[HistoryEntry]:
     for rev, kind, name, op, before, after, actor, time, note, created in rows:
-        operation: Operation
-        if op == "create" or op == "update" or op == "delete":
-            operation = op
-        else:
-            raise StoreError(f"history revision {rev} has an unknown operation {op!r}")
         yield HistoryEntry(
             revision=int(rev),
             kind=str(kind),
             name=str(name),
-            operation=operation,
-            before=None if before is None else engine.load_spec(str(before)),
-            after=None if after is None else engine.load_spec(str(after)),
+            operation=operation_of(op, f"history revision {rev}"),
+            before=None if before is None else load_spec(str(before)),
+            after=None if after is None else load_spec(str(after)),
             actor=str(actor),
             time=str(time),
             note=None if note is None else str(note),
@@ -353,7 +342,7 @@ def _entries(rows: Iterable[tuple[Any, ...]]) -> Iterator[HistoryEntry]:
         )
 
 
-def _history(conn: sqlite3.Connection, query: engine.HistoryQuery) -> list[HistoryEntry]:
+def _history(conn: sqlite3.Connection, query: planning.HistoryQuery) -> list[HistoryEntry]:
     where: list[str] = []
     params: list[object] = []
     for clause, value in (
@@ -370,7 +359,7 @@ def _history(conn: sqlite3.Connection, query: engine.HistoryQuery) -> list[Histo
         sql += " WHERE " + " AND ".join(where)
     cursor = conn.execute(sql + " ORDER BY revision DESC, seq ASC", params)
     try:
-        return engine.take_page(_entries(cursor), query.limit)
+        return planning.take_page(_entries(cursor), query.limit)
     finally:
         cursor.close()
 

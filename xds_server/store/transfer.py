@@ -36,17 +36,15 @@ from typing import Any, TextIO
 
 import yaml
 
-from xds_server.store import engine
-from xds_server.store.base import (
-    Change,
+from xds_server.store.codec import document_json, entry_json, format_time
+from xds_server.store.errors import StoreError
+from xds_server.store.interface import (
     CommitResult,
     ConfigState,
     ConfigStore,
     Document,
     HistoryEntry,
-    StoreError,
 )
-from xds_server.store.core import BaseStore, format_time
 
 FORMAT = "xds-server/config"
 VERSION = 1
@@ -59,32 +57,6 @@ class TransferError(StoreError, ValueError):
 
 
 # --- export -----------------------------------------------------------------------------------
-
-
-def _document_json(doc: Document) -> dict[str, Any]:
-    return {
-        "kind": doc.kind,
-        "name": doc.name,
-        "spec": doc.spec,
-        "created_revision": doc.created_revision,
-        "revision": doc.revision,
-        "updated_at": doc.updated_at,
-    }
-
-
-def _entry_json(entry: HistoryEntry) -> dict[str, Any]:
-    return {
-        "revision": entry.revision,
-        "kind": entry.kind,
-        "name": entry.name,
-        "operation": entry.operation,
-        "before": entry.before,
-        "after": entry.after,
-        "actor": entry.actor,
-        "time": entry.time,
-        "note": entry.note,
-        "created_revision": entry.created_revision,
-    }
 
 
 async def all_history(store: ConfigStore, page: int = 1000) -> list[HistoryEntry]:
@@ -112,10 +84,10 @@ async def export_config(store: ConfigStore, *, history: bool = False) -> dict[st
         "version": VERSION,
         "exported_at": format_time(datetime.now(UTC)),
         "revision": state.revision,
-        "documents": [_document_json(d) for d in documents],
+        "documents": [document_json(d) for d in documents],
     }
     if history:
-        data["history"] = [_entry_json(e) for e in await all_history(store)]
+        data["history"] = [entry_json(e) for e in await all_history(store)]
     return data
 
 
@@ -234,26 +206,13 @@ async def import_config(
     check_export(data)
     documents: list[dict[str, Any]] = data["documents"]
     label = f"import of revision {data.get('revision')}" + (f": {note}" if note else "")
-    if isinstance(store, BaseStore):
-        # Like a rollback: exact documents, ages included.
-        def make_ops(state: ConfigState) -> list[engine.Op]:
-            return engine.ops_to_reach(state, _target_state(state, documents, replace))
 
-        preview = await store._run_commit(make_ops, actor, label, True)
-        if validate is not None:
-            validate(preview.state)
-        if dry_run:
-            return preview
-        return await store._run_commit(make_ops, actor, label, False)
-    changes = [Change(d["kind"], d["name"], d["spec"]) for d in documents]
-    if replace:
-        wanted = {(d["kind"], d["name"]) for d in documents}
-        changes += [
-            Change(k, n, None) for (k, n) in store.current().documents if (k, n) not in wanted
-        ]
-    preview = await store.commit(changes, actor, note=label, dry_run=True)
+    def target(state: ConfigState) -> ConfigState:  # like a rollback: exact documents and ages
+        return _target_state(state, documents, replace)
+
+    preview = await store.reach(target, actor, note=label, dry_run=True)
     if validate is not None:
         validate(preview.state)
     if dry_run:
         return preview
-    return await store.commit(changes, actor, note=label)
+    return await store.reach(target, actor, note=label)

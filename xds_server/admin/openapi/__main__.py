@@ -1,0 +1,3 @@
+from xds_server.admin.openapi.document import main
+
+main()
