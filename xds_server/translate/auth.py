@@ -21,9 +21,7 @@ from functools import lru_cache
 from typing import Any, Final
 
 from envoy.config.accesslog.v3 import accesslog_pb2
-from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2, base_pb2, http_uri_pb2
-from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.core.v3 import base_pb2, http_uri_pb2
 from envoy.config.rbac.v3 import rbac_pb2
 from envoy.config.route.v3 import route_components_pb2 as route_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
@@ -39,7 +37,7 @@ from xds_server.model.addresses import is_ip_literal
 from xds_server.model.auth import AuthPolicySpec, ClaimRequirement, JwtProvider, RuleAuth
 from xds_server.model.service_policy import UpstreamProtocol
 from xds_server.model.tls import SanType, SubjectAltName, UpstreamTls
-from xds_server.translate.protos import duration, pack
+from xds_server.translate.protos import duration, host_cluster, pack
 from xds_server.translate.tls import upstream_socket
 
 JWT_AUTHN: Final = "envoy.filters.http.jwt_authn"
@@ -74,31 +72,7 @@ def jwks_cluster(policy: str, provider: JwtProvider) -> Message:
     """The cluster Envoy fetches ``provider``'s keys through (its JWKS URL's host and port)."""
     jwks = provider.jwks
     name = jwks_cluster_name(policy, provider.name)
-    result = cluster_pb2.Cluster(
-        name=name,
-        type=cluster_pb2.Cluster.STATIC
-        if is_ip_literal(jwks.host)
-        else cluster_pb2.Cluster.STRICT_DNS,
-        connect_timeout=duration(jwks.timeout),
-        load_assignment=endpoint_pb2.ClusterLoadAssignment(
-            cluster_name=name,
-            endpoints=[
-                endpoint_components_pb2.LocalityLbEndpoints(
-                    lb_endpoints=[
-                        endpoint_components_pb2.LbEndpoint(
-                            endpoint=endpoint_components_pb2.Endpoint(
-                                address=address_pb2.Address(
-                                    socket_address=address_pb2.SocketAddress(
-                                        address=jwks.host, port_value=jwks.port
-                                    )
-                                )
-                            )
-                        )
-                    ]
-                )
-            ],
-        ),
-    )
+    result = host_cluster(name, jwks.host, jwks.port, duration(jwks.timeout))
     tls = jwks_tls(provider)
     if tls is not None:
         result.transport_socket.CopyFrom(upstream_socket(tls, UpstreamProtocol.HTTP1))

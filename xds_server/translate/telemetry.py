@@ -11,9 +11,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Final
 
-from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.core.v3 import address_pb2, grpc_service_pb2, protocol_pb2
-from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2
+from envoy.config.core.v3 import grpc_service_pb2, protocol_pb2
 from envoy.config.route.v3 import route_components_pb2 as route_pb2
 from envoy.config.route.v3 import route_pb2 as route_configuration_pb2
 from envoy.config.trace.v3 import http_tracer_pb2, opentelemetry_pb2, zipkin_pb2
@@ -23,12 +21,10 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.tracing.v3 import custom_tag_pb2
 from envoy.type.v3 import percent_pb2
-from google.protobuf import duration_pb2
 from google.protobuf.message import Message
 
-from xds_server.model.addresses import is_ip_literal
 from xds_server.model.telemetry import Metrics, Tracing, TracingProvider, split_host_port
-from xds_server.translate.protos import pack
+from xds_server.translate.protos import ONE_SECOND, host_cluster, pack
 
 OPENTELEMETRY: Final = "envoy.tracers.opentelemetry"
 ZIPKIN: Final = "envoy.tracers.zipkin"
@@ -44,36 +40,10 @@ def metrics_cluster_name(listener: str) -> str:
     return f"metrics/{listener}"
 
 
-def _static_cluster(name: str, host: str, port: int) -> Any:
-    return cluster_pb2.Cluster(
-        name=name,
-        type=cluster_pb2.Cluster.STATIC if is_ip_literal(host) else cluster_pb2.Cluster.STRICT_DNS,
-        connect_timeout=duration_pb2.Duration(seconds=1),
-        load_assignment=endpoint_pb2.ClusterLoadAssignment(
-            cluster_name=name,
-            endpoints=[
-                endpoint_components_pb2.LocalityLbEndpoints(
-                    lb_endpoints=[
-                        endpoint_components_pb2.LbEndpoint(
-                            endpoint=endpoint_components_pb2.Endpoint(
-                                address=address_pb2.Address(
-                                    socket_address=address_pb2.SocketAddress(
-                                        address=host, port_value=port
-                                    )
-                                )
-                            )
-                        )
-                    ]
-                )
-            ],
-        ),
-    )
-
-
 @lru_cache(maxsize=1024)
 def tracing_cluster(listener: str, tracing: Tracing) -> Message:
     host, port = split_host_port(tracing.collector)
-    result = _static_cluster(tracing_cluster_name(listener), host, port)
+    result = host_cluster(tracing_cluster_name(listener), host, port, ONE_SECOND)
     if tracing.provider is TracingProvider.OPENTELEMETRY:
         options = http_protocol_options_pb2.HttpProtocolOptions(
             explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
@@ -88,7 +58,7 @@ def tracing_cluster(listener: str, tracing: Tracing) -> Message:
 @lru_cache(maxsize=1024)
 def metrics_cluster(listener: str, metrics: Metrics) -> Message:
     host, port = split_host_port(metrics.admin_address)
-    message: Message = _static_cluster(metrics_cluster_name(listener), host, port)
+    message: Message = host_cluster(metrics_cluster_name(listener), host, port, ONE_SECOND)
     return message
 
 
