@@ -16,6 +16,7 @@ from xds_server.model.certificate import CertificateSpec
 from xds_server.model.document import AnyDocument, Kind
 from xds_server.model.kinds import document_of, kind_info
 from xds_server.model.listener import ListenerSpec
+from xds_server.model.mesh import MESH_NAME, IntentionSpec, MeshSpec, SidecarSpec
 from xds_server.model.rate_limit import RateLimitPolicySpec
 from xds_server.model.retry import RetryPolicySpec
 from xds_server.model.route import RouteSpec
@@ -32,6 +33,9 @@ S = TypeVar(
     CertificateSpec,
     AuthPolicySpec,
     RateLimitPolicySpec,
+    MeshSpec,
+    SidecarSpec,
+    IntentionSpec,
 )
 
 #: How the store hands documents over: ``(kind, name, spec, created_revision)``.
@@ -68,6 +72,11 @@ class Config:
     certificates: Mapping[str, Entry[CertificateSpec]] = field(default_factory=_empty)
     auth_policies: Mapping[str, Entry[AuthPolicySpec]] = field(default_factory=_empty)
     rate_limit_policies: Mapping[str, Entry[RateLimitPolicySpec]] = field(default_factory=_empty)
+    #: At most one entry, named ``mesh``; no entry means no mesh.
+    mesh: Mapping[str, Entry[MeshSpec]] = field(default_factory=_empty)
+    #: Keyed by the service the sidecars front.
+    sidecars: Mapping[str, Entry[SidecarSpec]] = field(default_factory=_empty)
+    intentions: Mapping[str, Entry[IntentionSpec]] = field(default_factory=_empty)
 
     @staticmethod
     def from_documents(documents: Iterable[RawDocument]) -> Config:
@@ -114,6 +123,12 @@ class Config:
         for kind in Kind:
             for name, entry in self._entries(kind).items():
                 yield document_of(kind, name, entry.spec), entry.created_revision
+
+    @property
+    def mesh_spec(self) -> MeshSpec | None:
+        """The mesh, if one is configured (a ``Sidecar`` without it gets no mesh config)."""
+        entry = self.mesh.get(MESH_NAME)
+        return entry.spec if entry is not None else None
 
     def service_policy(self, service: str) -> ServicePolicySpec | None:
         entry = self.service_policies.get(service)

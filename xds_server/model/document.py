@@ -15,6 +15,7 @@ from xds_server.model.auth import AuthPolicySpec
 from xds_server.model.base import StrictModel
 from xds_server.model.certificate import CertificateSpec
 from xds_server.model.listener import ListenerSpec
+from xds_server.model.mesh import IntentionSpec, MeshSpec, SidecarSpec
 from xds_server.model.names import Name
 from xds_server.model.problems import InvalidDocuments, Problem, problems_from
 from xds_server.model.rate_limit import RateLimitPolicySpec
@@ -33,6 +34,9 @@ class Kind(StrEnum):
     CERTIFICATE = "Certificate"
     AUTH_POLICY = "AuthPolicy"
     RATE_LIMIT_POLICY = "RateLimitPolicy"
+    MESH = "Mesh"
+    SIDECAR = "Sidecar"
+    INTENTION = "Intention"
 
 
 _KINDS: Final = frozenset(kind.value for kind in Kind)
@@ -48,6 +52,9 @@ Spec = (
     | CertificateSpec
     | AuthPolicySpec
     | RateLimitPolicySpec
+    | MeshSpec
+    | SidecarSpec
+    | IntentionSpec
 )
 
 
@@ -107,6 +114,28 @@ class RateLimitPolicyDocument(StrictModel):
     spec: RateLimitPolicySpec
 
 
+class MeshDocument(StrictModel):
+    """The one mesh-wide document (its name is always ``mesh``)."""
+
+    kind: Literal["Mesh"]
+    name: Literal["mesh"]
+    spec: MeshSpec
+
+
+class SidecarDocument(StrictModel):
+    """``name`` is the registry service whose sidecars this configures."""
+
+    kind: Literal["Sidecar"]
+    name: Name
+    spec: SidecarSpec
+
+
+class IntentionDocument(StrictModel):
+    kind: Literal["Intention"]
+    name: Name
+    spec: IntentionSpec
+
+
 AnyDocument = (
     ListenerDocument
     | RouteDocument
@@ -116,6 +145,9 @@ AnyDocument = (
     | CertificateDocument
     | AuthPolicyDocument
     | RateLimitPolicyDocument
+    | MeshDocument
+    | SidecarDocument
+    | IntentionDocument
 )
 
 
@@ -134,7 +166,10 @@ Document = Annotated[
     | Annotated[TlsPolicyDocument, Tag("TlsPolicy")]
     | Annotated[CertificateDocument, Tag("Certificate")]
     | Annotated[AuthPolicyDocument, Tag("AuthPolicy")]
-    | Annotated[RateLimitPolicyDocument, Tag("RateLimitPolicy")],
+    | Annotated[RateLimitPolicyDocument, Tag("RateLimitPolicy")]
+    | Annotated[MeshDocument, Tag("Mesh")]
+    | Annotated[SidecarDocument, Tag("Sidecar")]
+    | Annotated[IntentionDocument, Tag("Intention")],
     Discriminator(_kind_of, custom_error_type="kind", custom_error_message=KIND_REASON),
 ]
 

@@ -45,6 +45,10 @@ class Service:
 
     name: str
     endpoints: tuple[Endpoint, ...] = ()
+    #: The service's mesh sidecars: where other sidecars reach it over mutual TLS (each
+    #: sidecar's address and public port, with the health of the instance it fronts).
+    #: Consul: its ``connect-proxy`` registrations; static registry: ``sidecar_port``.
+    mesh_endpoints: tuple[Endpoint, ...] = ()
 
 
 _EMPTY: Mapping[str, Service] = MappingProxyType({})

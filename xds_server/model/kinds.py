@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from xds_server.model import document as doc
 from xds_server.model.document import KIND_REASON, AnyDocument, Kind, Spec
+from xds_server.model.mesh import MESH_NAME
 from xds_server.model.problems import InvalidDocuments, Problem
 
 
@@ -32,6 +33,13 @@ class KindInfo:
     document_model: type[AnyDocument]
     #: What the kind is for, in a sentence or two (the API reference shows it).
     summary: str
+    #: The one document's name, for a kind that has exactly one (``Mesh``): it lives at
+    #: ``/v1/{path}`` itself, with no list and no name in its URL.
+    singleton: str | None = None
+
+    def url(self, name: str) -> str:
+        """Where document ``name`` of this kind is read and written."""
+        return f"/v1/{self.path}" if self.singleton is not None else f"/v1/{self.path}/{name}"
 
     @property
     def spec_model(self) -> type[BaseModel]:
@@ -111,6 +119,34 @@ KINDS: Final[tuple[KindInfo, ...]] = (
         doc.RateLimitPolicyDocument,
         "A local (per Envoy) token bucket for the requests of listeners and route rules, "
         "optionally one per header value or client address.",
+    ),
+    KindInfo(
+        Kind.MESH,
+        "mesh",
+        "mesh",
+        "mesh",
+        doc.MeshDocument,
+        "The service mesh, one document: trust domain, mutual TLS mode, what happens to calls "
+        "no intention covers, certificate lifetime and the CA (built-in or provided).",
+        singleton=MESH_NAME,
+    ),
+    KindInfo(
+        Kind.SIDECAR,
+        "sidecars",
+        "sidecar",
+        "sidecars",
+        doc.SidecarDocument,
+        "The Envoy sidecars of one registry service (named like it): their proxy groups, "
+        "public mutual-TLS port and local application, and the upstreams it calls.",
+    ),
+    KindInfo(
+        Kind.INTENTION,
+        "intentions",
+        "intention",
+        "intentions",
+        doc.IntentionDocument,
+        "Whether a source service may call a destination service: allow or deny, or L7 "
+        "permissions (paths, methods, headers) evaluated in order.",
     ),
 )
 

@@ -21,6 +21,7 @@ from xds_server.model.document import Kind
 from xds_server.model.identity import IdentityMemo
 from xds_server.model.inventory import Inventory, Service
 from xds_server.model.listener import ListenerSpec
+from xds_server.model.mesh_checks import mesh_errors, mesh_registry_warnings, mesh_warnings
 from xds_server.model.pki import (
     CertificateSummary,
     PemError,
@@ -81,14 +82,17 @@ def validate_config(
     report.errors.extend(_overlapping_listeners(config))
     report.errors.extend(_tls_references(config))
     report.errors.extend(_edge_references(config))
+    report.errors.extend(mesh_errors(config, now))
     for entry in config.certificates.values():
         _check_certificate(entry.name, entry.spec, now, read_file, report)
     if inventory.synced:
         report.warnings.extend(_services_without_instances(config, inventory))
         report.warnings.extend(_policies_without_service(config, inventory))
+        report.warnings.extend(mesh_registry_warnings(config, inventory))
     report.warnings.extend(_duplicate_matches(config))
     report.warnings.extend(_tls_warnings(config))
     report.warnings.extend(_edge_warnings(config))
+    report.warnings.extend(mesh_warnings(config))
     report.errors.sort()
     report.warnings.sort()
     return report

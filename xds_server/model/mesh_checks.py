@@ -1,0 +1,276 @@
+"""Checks of the mesh documents (``Mesh``, ``Sidecar``, ``Intention``) across the config.
+
+Errors are what Envoy would refuse or what cannot work: two listeners on one socket of a
+proxy (a sidecar's inbound and upstream ports, its application's loopback port and the
+``Listener`` documents its groups get), two intentions for one source and destination (which
+one decides would depend on order), L7 permissions for a destination that speaks tcp, and a
+provided CA the server cannot issue from. Warnings are what is accepted but does nothing yet:
+sidecars or intentions without a ``Mesh``, services the registry does not know.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from xds_server.model.certificate import CertificateForm
+from xds_server.model.config import Config
+from xds_server.model.document import Kind
+from xds_server.model.inventory import Inventory
+from xds_server.model.mesh import MESH_NAME, CaProvider, SidecarSpec
+from xds_server.model.pki import PemError, certificate_summaries, check_key_pair
+from xds_server.model.problems import Problem
+
+NO_MESH = "no Mesh document: sidecars get no mesh config until one exists (PUT /v1/mesh)"
+#: Where the translation binds a sidecar's public inbound port, and its upstream ports.
+INBOUND_ADDRESS = "0.0.0.0"
+UPSTREAM_ADDRESS = "127.0.0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class _Bind:
+    """A socket a proxy of ``groups`` (empty: every group) binds, or that its local
+    application holds, and the document field that asks for it."""
+
+    kind: str
+    name: str
+    field: str
+    address: str
+    port: int
+    groups: frozenset[str]
+    order: tuple[int, int, str, int]
+
+    def describe(self, verb: str = "already uses") -> str:
+        what = "listener" if self.kind == Kind.LISTENER.value else "sidecar"
+        return f"{what} {self.name!r} ({self.field}) {verb} port {self.port} on {self.address}"
+
+
+#: Parsed once per address text (a thousand sidecars share a handful of addresses).
+_ip = lru_cache(maxsize=4096)(ipaddress.ip_address)
+
+
+def _addresses_overlap(a: str, b: str) -> bool:
+    first, second = _ip(a), _ip(b)
+    if first.version != second.version:
+        return False
+    return first == second or first.is_unspecified or second.is_unspecified
+
+
+def _sidecar_binds(name: str, spec: SidecarSpec, created: int) -> Iterator[_Bind]:
+    groups = frozenset(spec.groups_for(name))
+    inbound = spec.inbound
+
+    def bind(field: str, address: str, port: int, position: int) -> _Bind:
+        return _Bind(
+            Kind.SIDECAR.value, name, field, address, port, groups, (created, 1, name, position)
+        )
+
+    yield bind("spec.inbound.port", INBOUND_ADDRESS, inbound.port, 0)
+    # An application on the sidecar's host holds its port there too.
+    if _ip(inbound.local_address).is_loopback:
+        yield bind("spec.inbound.local_port", inbound.local_address, inbound.local_port, 1)
+    for index, upstream in enumerate(spec.upstreams):
+        field = f"spec.upstreams[{index}].local_port"
+        yield bind(field, UPSTREAM_ADDRESS, upstream.local_port, index + 2)
+
+
+def _binds_by_port(config: Config) -> dict[int, list[_Bind]]:
+    by_port: dict[int, list[_Bind]] = {}
+    for entry in config.listeners.values():
+        spec = entry.spec
+        order = (entry.created_revision, 0, entry.name, 0)
+        bind = _Bind(
+            Kind.LISTENER.value,
+            entry.name,
+            "spec.port",
+            spec.address,
+            spec.port,
+            frozenset(spec.groups),
+            order,
+        )
+        by_port.setdefault(spec.port, []).append(bind)
+    for sidecar in config.sidecars.values():
+        for bind in _sidecar_binds(sidecar.name, sidecar.spec, sidecar.created_revision):
+            by_port.setdefault(bind.port, []).append(bind)
+    return by_port
+
+
+def _sharing_a_group(binds: list[_Bind]) -> Iterator[tuple[_Bind, _Bind]]:
+    """Every (earlier, later) pair of ``binds`` (one port) whose groups overlap, found by
+    group: a thousand sidecars on one inbound port, each its own group, make no pairs."""
+    everywhere = [b for b in binds if not b.groups]
+    by_group: dict[str, list[_Bind]] = {}
+    for bind in binds:
+        for group in bind.groups:
+            by_group.setdefault(group, []).append(bind)
+    candidates = [everywhere, *by_group.values()]
+    candidates += [[wide, b] for wide in everywhere for b in binds if b.groups]
+    seen: set[tuple[int, int]] = set()
+    for candidate in candidates:
+        ordered = sorted(candidate, key=lambda b: b.order)
+        for index, later in enumerate(ordered):
+            for earlier in ordered[:index]:
+                if (key := (id(earlier), id(later))) not in seen:
+                    seen.add(key)
+                    yield earlier, later
+
+
+def _port_collisions(config: Config) -> Iterator[Problem]:
+    """Each side of a collision that involves a sidecar gets the error (naming the other), so
+    whichever document is being written, its answer names its own field. Two listeners are
+    ``validation``'s business."""
+    for binds in _binds_by_port(config).values():
+        if len(binds) < 2:
+            continue
+        for earlier, later in _sharing_a_group(binds):
+            if earlier.kind == later.kind == Kind.LISTENER.value:
+                continue
+            if _addresses_overlap(earlier.address, later.address):
+                yield Problem(later.kind, later.name, later.field, earlier.describe())
+                yield Problem(
+                    earlier.kind, earlier.name, earlier.field, later.describe("also asks for")
+                )
+
+
+def _intention_problems(config: Config) -> Iterator[Problem]:
+    first: dict[tuple[str, str], str] = {}
+    ordered = sorted(config.intentions.values(), key=lambda e: (e.created_revision, e.name))
+    for entry in ordered:
+        spec = entry.spec
+        pair = (spec.source, spec.destination)
+        if pair in first:
+            yield Problem(
+                Kind.INTENTION.value,
+                entry.name,
+                "spec.source",
+                f"intention {first[pair]!r} already says whether {spec.source!r} may call "
+                f"{spec.destination!r}; one intention per source and destination (put its "
+                "permissions in one list, in order)",
+            )
+        else:
+            first[pair] = entry.name
+        sidecar = config.sidecars.get(spec.destination)
+        if spec.permissions and sidecar is not None and not sidecar.spec.inbound.protocol.is_http:
+            yield Problem(
+                Kind.INTENTION.value,
+                entry.name,
+                "spec.permissions",
+                f"service {spec.destination!r} speaks tcp (its Sidecar's inbound.protocol): "
+                "L7 permissions need http, http2 or grpc; use action instead",
+            )
+
+
+def _can_issue(certificate_pem: str, key_pem: str) -> str | None:
+    """Why a CA certificate (the first of the chain) and its key cannot issue the mesh's
+    certificates (``None`` if they can); both are valid PEM already (the ``Certificate``)."""
+    if not certificate_summaries(certificate_pem)[0].is_ca:
+        return "is not a CA certificate (it needs BasicConstraints CA:true)"
+    certificate = x509.load_pem_x509_certificate(certificate_pem.encode("ascii", "replace"))
+    try:
+        usage: x509.KeyUsage | None = certificate.extensions.get_extension_for_class(
+            x509.KeyUsage
+        ).value
+    except (x509.ExtensionNotFound, ValueError):
+        usage = None
+    if usage is not None and not usage.key_cert_sign:
+        return "has a KeyUsage without keyCertSign"
+    if not isinstance(certificate.public_key(), ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+        return "has a key that cannot sign mesh certificates: use ECDSA or RSA"
+    try:
+        check_key_pair(certificate_pem, key_pem)
+    except PemError as error:
+        return f"cannot be used: {error.reason}"
+    return None
+
+
+def _provided_ca_problem(config: Config, now: datetime.datetime | None) -> str | None:
+    """What the mesh CA authority would refuse in a provided CA (it signs with the key, so
+    the key is needed inline: the server does not read key files)."""
+    mesh = config.mesh_spec
+    if mesh is None or mesh.ca.provider is not CaProvider.PROVIDED or mesh.ca.certificate is None:
+        return None
+    name = mesh.ca.certificate
+    entry = config.certificates.get(name)
+    if entry is None:
+        return f"no certificate {name!r}"
+    spec = entry.spec
+    if spec.form is not CertificateForm.KEY_PAIR:
+        return (
+            f"certificate {name!r} is a CA bundle; a provided mesh CA is a certificate with its "
+            "private key"
+        )
+    if spec.certificate is None or spec.private_key is None:
+        return (
+            f"certificate {name!r} is given as files; a provided mesh CA holds its certificate "
+            "and private_key inline (the server signs with the key)"
+        )
+    try:
+        if reason := _can_issue(spec.certificate, spec.private_key):
+            return f"certificate {name!r} {reason}"
+        expires = certificate_summaries(spec.certificate)[0].not_after
+    except PemError as error:
+        return f"certificate {name!r}: {error.reason}"
+    except ValueError:
+        return f"certificate {name!r} is not a valid X.509 certificate"
+    if now is not None and expires <= now:
+        return f"certificate {name!r} has expired: the mesh cannot issue from it"
+    return None
+
+
+def mesh_errors(config: Config, now: datetime.datetime | None = None) -> Iterator[Problem]:
+    """Every error of the mesh documents (see the module's docstring); with ``now``, a
+    provided CA is checked for expiry too."""
+    yield from _port_collisions(config)
+    yield from _intention_problems(config)
+    if reason := _provided_ca_problem(config, now):
+        yield Problem(Kind.MESH.value, MESH_NAME, "spec.ca.certificate", reason)
+
+
+def mesh_warnings(config: Config) -> Iterator[Problem]:
+    """What is accepted but does nothing yet, whatever the registry holds."""
+    if config.mesh_spec is None:
+        for name in config.sidecars:
+            yield Problem(Kind.SIDECAR.value, name, "kind", NO_MESH)
+        for name in config.intentions:
+            yield Problem(Kind.INTENTION.value, name, "kind", NO_MESH)
+    for name, entry in config.intentions.items():
+        destination = entry.spec.destination
+        if destination not in config.sidecars:
+            yield Problem(
+                Kind.INTENTION.value,
+                name,
+                "spec.destination",
+                f"no Sidecar for service {destination!r}: the intention applies once one exists",
+            )
+
+
+def mesh_registry_warnings(config: Config, inventory: Inventory) -> Iterator[Problem]:
+    """Services the registry does not know (checked once it has synced, like routes')."""
+    for name, entry in config.sidecars.items():
+        if inventory.get(name) is None:
+            yield Problem(
+                Kind.SIDECAR.value,
+                name,
+                "name",
+                f"service {name!r} is not in the registry; its sidecars get config once it appears",
+            )
+        for index, upstream in enumerate(entry.spec.upstreams):
+            found = inventory.get(upstream.service)
+            if found is None:
+                reason = f"service {upstream.service!r} is not in the registry"
+            elif not found.mesh_endpoints:
+                reason = f"service {upstream.service!r} has no sidecars in the registry yet"
+            else:
+                continue
+            yield Problem(
+                Kind.SIDECAR.value,
+                name,
+                f"spec.upstreams[{index}].service",
+                f"{reason}; calls to it fail until one registers",
+            )
