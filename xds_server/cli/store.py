@@ -1,13 +1,16 @@
 """``xds-server store export`` and ``xds-server store import``: move a whole config between
 stores (SQLite ↔ Consul KV), back it up, restore it.
 
-    xds-server store export [--store STORE] [--history] [--format json|yaml] FILE|-
+    xds-server store export [--store STORE] [--history] [--include-secrets]
+                            [--format json|yaml] FILE|-
     xds-server store import [--store STORE] [--merge] [--dry-run] [--actor NAME]
                             [--note TEXT] [--no-validate] FILE|-
 
 ``--store`` takes what ``serve --store`` takes (``sqlite:PATH``, ``consul-kv:PREFIX``; default
 ``XDS_SERVER_STORE``, then ``settings.DEFAULT_STORE``); Consul is reached as ``serve`` reaches it
 (``CONSUL_HTTP_ADDR``, ``CONSUL_HTTP_TOKEN`` … or ``--consul-addr``/``--consul-token``).
+The secrets the server generated itself (the built-in mesh CA's root and its private key) are
+left out of an export unless ``--include-secrets``; an import writes those a file holds.
 An import is one new revision; the documents are validated first (structure and references,
 as the REST API checks them) unless ``--no-validate``. A running server on Consul KV sees an
 import at once; one on SQLite sees it at its next commit or restart (SQLite has no watch), so
@@ -140,6 +143,14 @@ def export_command(
     history: Annotated[
         bool, typer.Option("--history", help="Include the history the store keeps.")
     ] = False,
+    include_secrets: Annotated[
+        bool,
+        typer.Option(
+            "--include-secrets",
+            help="Also write the server's own secrets: the mesh CA's root and its PRIVATE KEY"
+            " (whoever holds the file can issue any mesh identity).",
+        ),
+    ] = False,
     fmt: Annotated[
         str | None,
         typer.Option("--format", help="json or yaml (default: by the file's suffix, else json)."),
@@ -147,18 +158,24 @@ def export_command(
     consul_addr: ConsulAddrOption = None,
     consul_token: ConsulTokenOption = None,
 ) -> None:
-    """Write the store's whole config (private keys included: the file is mode 0600)."""
+    """Write the store's whole config (Certificate keys included: the file is mode 0600)."""
     if fmt is not None and fmt not in ("json", "yaml"):
         raise _fail(f"--format: json or yaml, not {fmt!r}", 2)
     try:
         target = open_store(store, consul_addr, consul_token)
-        data = asyncio.run(_with_store(target, lambda s: export_config(s, history=history)))
+        data = asyncio.run(
+            _with_store(
+                target, lambda s: export_config(s, history=history, secrets=include_secrets)
+            )
+        )
         write_export(data, file, fmt)
     except SettingsError as error:
         raise _fail(str(error), 2) from None
     except StoreError as error:
         raise _fail(str(error)) from None
     entries = f", {len(data['history'])} history entries" if history else ""
+    if include_secrets:
+        entries += f", {len(data['secrets'])} secrets (private keys: keep the file safe)"
     print(
         f"exported revision {data['revision']}: {len(data['documents'])} documents{entries}"
         f" to {'standard output' if file == '-' else file}",

@@ -17,7 +17,13 @@ from typing import Self
 from xds_server.store import planning
 from xds_server.store.codec import format_time
 from xds_server.store.errors import RevisionNotFound, StoreError, StoreUnavailable
-from xds_server.store.interface import Change, CommitResult, ConfigState, HistoryEntry
+from xds_server.store.interface import (
+    Change,
+    CommitResult,
+    ConfigState,
+    HistoryEntry,
+    check_secret_key,
+)
 
 Clock = Callable[[], datetime]
 
@@ -75,6 +81,17 @@ class BaseStore(ABC):
     async def _backend_entries_upto(self, revision: int) -> Iterable[HistoryEntry]:
         """History entries up to ``revision`` in commit order; only the last one of each
         document is needed (see ``planning.replay``)."""
+
+    @abstractmethod
+    async def _backend_get_secret(self, key: str) -> str | None: ...
+
+    @abstractmethod
+    async def _backend_put_secret(self, key: str, value: str, *, if_absent: bool) -> str:
+        """Store ``value`` (``if_absent``: only when ``key`` is free, atomically against every
+        other writer of the storage) and return what ``key`` holds afterwards."""
+
+    @abstractmethod
+    async def _backend_secrets(self) -> dict[str, str]: ...
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -163,6 +180,26 @@ class BaseStore(ABC):
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
+    # --- the secret side channel (see ``ConfigStore``) ------------------------------------
+
+    async def get_secret(self, key: str) -> str | None:
+        self._require_open()
+        return await self._backend_get_secret(check_secret_key(key))
+
+    async def put_secret_if_absent(self, key: str, value: str) -> str:
+        self._require_open()
+        return await self._backend_put_secret(
+            check_secret_key(key), _secret_value(value), if_absent=True
+        )
+
+    async def put_secret(self, key: str, value: str) -> None:
+        self._require_open()
+        await self._backend_put_secret(check_secret_key(key), _secret_value(value), if_absent=False)
+
+    async def secrets(self) -> dict[str, str]:
+        self._require_open()
+        return await self._backend_secrets()
+
     # --- writing --------------------------------------------------------------------------
 
     async def commit(
@@ -244,6 +281,12 @@ class BaseStore(ABC):
                 self._publish(planned.state)
                 return result
             raise StoreUnavailable("too many concurrent writers to the same store")
+
+
+def _secret_value(value: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError("a secret is a string")
+    return value
 
 
 def _forget(

@@ -16,13 +16,31 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 #: A document's identity: ``(kind, name)``.
 DocKey = tuple[str, str]
 #: A spec: a JSON object.
 Spec = dict[str, Any]
 Operation = Literal["create", "update", "delete"]
+
+_SECRET_KEY_CHARS: Final = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/:"
+)
+MAX_SECRET_KEY_LENGTH: Final = 256
+
+
+def check_secret_key(key: str) -> str:
+    """A secret's key: ``/``-separated segments of letters, digits, ``.``, ``_``, ``-``, ``:``
+    (``mesh/ca/builtin``); raises ``ValueError`` for anything else."""
+    if (
+        not isinstance(key, str)
+        or not 0 < len(key) <= MAX_SECRET_KEY_LENGTH
+        or not set(key) <= _SECRET_KEY_CHARS
+        or any(segment in ("", ".", "..") for segment in key.split("/"))
+    ):
+        raise ValueError(f"invalid secret key {key!r}: use segments like mesh/ca/builtin")
+    return key
 
 
 # --- values -----------------------------------------------------------------------------------
@@ -233,3 +251,21 @@ class ConfigStore(Protocol):
         Latest-value semantics: a slow consumer skips intermediate states, it never queues
         them. The iterator ends when the store is closed.
         """
+
+    # --- the secret side channel ----------------------------------------------------------
+    # Values the server itself generates and must share between replicas and restarts (the
+    # mesh CA's root and its key). Not documents: no revision, no history, no watch, left out
+    # of exports unless asked for. Keys: see ``check_secret_key``; values: any string.
+
+    async def get_secret(self, key: str) -> str | None:
+        """The secret stored under ``key``, or ``None``."""
+
+    async def put_secret_if_absent(self, key: str, value: str) -> str:
+        """Store ``value`` unless ``key`` holds a secret already; return what ``key`` holds
+        now: ``value``, or what another writer (replica, process) stored first."""
+
+    async def put_secret(self, key: str, value: str) -> None:
+        """Store ``value`` under ``key``, replacing what was there."""
+
+    async def secrets(self) -> dict[str, str]:
+        """Every secret, by key (for an export that asks for them)."""

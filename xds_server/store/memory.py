@@ -20,6 +20,7 @@ class MemoryStore(BaseStore):
         self._saved = ConfigState.empty()
         self._log: list[HistoryEntry] = []  # commit order
         self._unavailable: str | None = None
+        self._secrets: dict[str, str] = {}
 
     def set_unavailable(self, reason: str | None) -> None:
         """Fault injection: while ``reason`` is set, every write raises ``StoreUnavailable``."""
@@ -53,3 +54,17 @@ class MemoryStore(BaseStore):
 
     async def _backend_entries_upto(self, revision: int) -> Iterable[HistoryEntry]:
         return [e for e in self._log if e.revision <= revision]
+
+    async def _backend_get_secret(self, key: str) -> str | None:
+        return self._secrets.get(key)
+
+    async def _backend_put_secret(self, key: str, value: str, *, if_absent: bool) -> str:
+        if self._unavailable is not None:
+            raise StoreUnavailable(self._unavailable)
+        if if_absent:
+            return self._secrets.setdefault(key, value)
+        self._secrets[key] = value
+        return value
+
+    async def _backend_secrets(self) -> dict[str, str]:
+        return dict(sorted(self._secrets.items()))

@@ -9,6 +9,9 @@
 - Several processes may share the file: a commit checks the stored revision inside its
   transaction and is re-planned on the fresh state if another process wrote first. Changes
   made by another process are *not* watched; they show up at this process's next commit.
+- The secret side channel (the mesh CA's root and key) is its own table, ``secrets``: outside
+  revisions and history; ``put_secret_if_absent`` is one write transaction, so of two
+  processes storing a root at once one wins and both read the winner's.
 - Schema migrations are keyed by ``PRAGMA user_version``.
 """
 
@@ -67,6 +70,13 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             PRIMARY KEY (revision, seq)
         )""",
         "CREATE INDEX history_by_document ON history (kind, name, revision)",
+    ),
+    # The secret side channel (the mesh CA's root): no revision, no history, no export.
+    2: (
+        """CREATE TABLE secrets (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        ) WITHOUT ROWID""",
     ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
@@ -202,6 +212,15 @@ class SqliteStore(BaseStore):
 
     async def _backend_entries_upto(self, revision: int) -> Iterable[HistoryEntry]:
         return await self._run(lambda conn: _last_entries_upto(conn, revision))
+
+    async def _backend_get_secret(self, key: str) -> str | None:
+        return await self._run(lambda conn: _get_secret(conn, key))
+
+    async def _backend_put_secret(self, key: str, value: str, *, if_absent: bool) -> str:
+        return await self._run(lambda conn: _put_secret(conn, key, value, if_absent))
+
+    async def _backend_secrets(self) -> dict[str, str]:
+        return await self._run(_all_secrets)
 
 
 # --- helpers running in the database thread ---------------------------------------------------
@@ -374,3 +393,27 @@ def _last_entries_upto(conn: sqlite3.Connection, revision: int) -> list[HistoryE
         (revision,),
     )
     return list(_entries(rows))
+
+
+def _get_secret(conn: sqlite3.Connection, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM secrets WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _put_secret(conn: sqlite3.Connection, key: str, value: str, if_absent: bool) -> str:
+    """In one write transaction, so that of two processes putting ``if_absent`` one wins and
+    both read the winner's value."""
+    conflict = "DO NOTHING" if if_absent else "DO UPDATE SET value = excluded.value"
+    with _Transaction(conn) as tx:
+        tx.execute(
+            f"INSERT INTO secrets (key, value) VALUES (?, ?) ON CONFLICT (key) {conflict}",
+            (key, value),
+        )
+        stored = _get_secret(tx, key)
+    assert stored is not None
+    return stored
+
+
+def _all_secrets(conn: sqlite3.Connection) -> dict[str, str]:
+    rows = conn.execute("SELECT key, value FROM secrets ORDER BY key")
+    return {str(key): str(value) for key, value in rows}

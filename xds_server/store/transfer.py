@@ -10,9 +10,13 @@ The file (JSON, or YAML for ``.yaml``/``.yml``)::
       - {kind: Listener, name: public, spec: {...}, created_revision: 3, revision: 40,
          updated_at: "..."}
     history: [...]               # only with history=True: entries, oldest first
+    secrets: {key: value}        # only with secrets=True: the mesh CA's root and its key
 
 It holds private keys (``Certificate`` specs): it is written with mode 0600; keep it as
-carefully as the store itself.
+carefully as the store itself. The secret side channel (the keys the server generated itself,
+such as the built-in mesh CA's) is left out unless asked for: a backup that includes it can
+mint identities for every service of the mesh. Importing a file with ``secrets`` writes them
+(replacing the target's; with ``replace=False`` only those the target lacks), after the commit.
 
 Import makes the store's documents equal to the file's in **one** new revision (``replace``,
 the default; like a rollback: documents missing from the file are deleted) or only creates and
@@ -44,6 +48,7 @@ from xds_server.store.interface import (
     ConfigStore,
     Document,
     HistoryEntry,
+    check_secret_key,
 )
 
 FORMAT = "xds-server/config"
@@ -75,8 +80,11 @@ async def all_history(store: ConfigStore, page: int = 1000) -> list[HistoryEntry
     return [entry for group in reversed(revisions) for entry in group]
 
 
-async def export_config(store: ConfigStore, *, history: bool = False) -> dict[str, Any]:
-    """The store's current documents (and, optionally, its history) as one JSON object."""
+async def export_config(
+    store: ConfigStore, *, history: bool = False, secrets: bool = False
+) -> dict[str, Any]:
+    """The store's current documents (and, optionally, its history and its secrets) as one
+    JSON object."""
     state = store.current()
     documents = sorted(state.documents.values(), key=lambda d: (d.created_revision, d.kind, d.name))
     data: dict[str, Any] = {
@@ -88,6 +96,8 @@ async def export_config(store: ConfigStore, *, history: bool = False) -> dict[st
     }
     if history:
         data["history"] = [entry_json(e) for e in await all_history(store)]
+    if secrets:
+        data["secrets"] = await store.secrets()
     return data
 
 
@@ -166,6 +176,17 @@ def check_export(data: Any, source: str = "export") -> dict[str, Any]:
         if (kind, name) in seen:
             raise TransferError(f"{where}: {kind}/{name} is listed twice")
         seen.add((kind, name))
+    secrets = data.get("secrets")
+    if secrets is not None:
+        if not isinstance(secrets, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in secrets.items()
+        ):
+            raise TransferError(f"{source}: secrets must map keys to strings")
+        for key in secrets:
+            try:
+                check_secret_key(key)
+            except ValueError as error:
+                raise TransferError(f"{source}: secrets: {error}") from None
     return data
 
 
@@ -215,4 +236,10 @@ async def import_config(
         validate(preview.state)
     if dry_run:
         return preview
-    return await store.reach(target, actor, note=label)
+    result = await store.reach(target, actor, note=label)
+    for key, value in (data.get("secrets") or {}).items():
+        if replace:
+            await store.put_secret(key, value)
+        else:
+            await store.put_secret_if_absent(key, value)
+    return result

@@ -2,7 +2,8 @@
 
 One job per module: ``keys`` (the layout), ``records`` (the values), ``writing`` (a commit as
 one transaction), ``following`` (the other replicas' commits), ``history`` (what a replica
-keeps in memory), ``calls`` (Consul's failures as store errors), ``store`` (the store itself).
+keeps in memory), ``calls`` (Consul's failures as store errors), ``secrets`` (the secret side
+channel), ``store`` (the store itself).
 
 Layout under ``PREFIX`` (values are JSON):
 
@@ -16,6 +17,9 @@ Layout under ``PREFIX`` (values are JSON):
   the document's previous revision, age and time so that older states can be rebuilt backwards
   from the current one. Only the last ``history_limit`` revisions are kept: each commit deletes
   the one that falls out, in the same transaction.
+
+- ``PREFIX/secrets/<key>``: the secret side channel (the mesh CA's root): raw values written
+  outside commits (``cas`` 0 for "if absent"), never in history or an export by default.
 
 Every replica follows ``PREFIX/revision`` with a blocking query; when another replica commits,
 it reads the new documents and the missing history in one read-only transaction and publishes

@@ -2,7 +2,8 @@
 
 - ``PREFIX/revision``: ``{"revision": N, "commit": ID, "time": …}``, the config revision;
 - ``PREFIX/docs/<kind>/<name>`` (kind and name percent-encoded): one document each;
-- ``PREFIX/history/<revision, 20 digits>/<chunk, 4 digits>``: the revision's history entries.
+- ``PREFIX/history/<revision, 20 digits>/<chunk, 4 digits>``: the revision's history entries;
+- ``PREFIX/secrets/<key>``: the secret side channel (raw values; not documents, no history).
 """
 
 from __future__ import annotations
@@ -33,9 +34,14 @@ class KeyLayout:
         self.revision = f"{prefix}/revision"
         self.docs = f"{prefix}/docs/"
         self.history = f"{prefix}/history/"
+        self.secrets = f"{prefix}/secrets/"
 
     def doc(self, kind: str, name: str) -> str:
         return f"{self.docs}{_quote(kind)}/{_quote(name)}"
+
+    def secret(self, key: str) -> str:
+        """``key`` is checked by the store (``check_secret_key``): safe in a KV path."""
+        return f"{self.secrets}{key}"
 
     def history_of(self, revision: int) -> str:
         return f"{self.history}{revision:020d}/"

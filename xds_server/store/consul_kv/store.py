@@ -18,6 +18,7 @@ from xds_server.store.consul_kv.following import Follower, read_newer
 from xds_server.store.consul_kv.history import ReplicaHistory
 from xds_server.store.consul_kv.keys import KeyLayout, normalise_prefix
 from xds_server.store.consul_kv.records import KvSnapshot, Logged, Prior, loads
+from xds_server.store.consul_kv.secrets import all_secrets, get_secret, put_secret
 from xds_server.store.consul_kv.writing import Limits, confirm, write_ops
 from xds_server.store.errors import StoreError, StoreUnavailable
 from xds_server.store.interface import ConfigState, HistoryEntry
@@ -224,6 +225,19 @@ class ConsulKvStore(BaseStore):
             return self._state
         self._history.adopt(snapshot, have)
         return ConfigState(snapshot.revision, snapshot.docs)
+
+    # --- the secret side channel (``PREFIX/secrets/``, see ``secrets``) -------------------------
+
+    async def _backend_get_secret(self, key: str) -> str | None:
+        return await get_secret(self._client(), self.keys, key)
+
+    async def _backend_put_secret(self, key: str, value: str, *, if_absent: bool) -> str:
+        return await put_secret(
+            self._client(), self.keys, key, value, self._limits.max_txn_ops, if_absent=if_absent
+        )
+
+    async def _backend_secrets(self) -> dict[str, str]:
+        return await all_secrets(self._client(), self.keys, self._limits.max_txn_ops)
 
     # --- history from memory ------------------------------------------------------------------
 
