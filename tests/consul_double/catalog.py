@@ -8,7 +8,15 @@ Index rules (from Consul's state store, which blocking queries compare against):
   another service never moves it. When the last instance goes, the name's index is dropped and
   the datacenter's "extinction" index is set; a missing service reports that index (or, if no
   service ever went extinct, the max of the three tables), like `maxIndexAndWatchChForService`;
-- a write that changes nothing (same node, service or check) leaves all of those untouched.
+- a write that changes nothing (same node, service or check) leaves all of those untouched;
+- mesh: a service name's "connect" index (what /v1/health/connect/:service and
+  /v1/catalog/connect/:service block on) moves with any change to an instance that is a mesh
+  endpoint of it — a connect-proxy whose Proxy.DestinationServiceName is the name, or a
+  Connect-native instance of it — as the name's own index does for its instances;
+- alias checks registered through the agent follow what they alias (the worst status of
+  the aliased instance's checks and of its node's checks; passing without checks; critical
+  when the instance is gone), written at the index of the write that moved them (a real agent
+  syncs them a moment later).
 Names of services are matched case-insensitively, as Consul's memdb indexes do.
 """
 
@@ -22,6 +30,8 @@ from .model import Check, Node, Service
 from .raft import Raft
 
 __all__ = ["Catalog", "CatalogError"]
+
+_STATUS_RANK = {"passing": 0, "warning": 1, "critical": 2}
 
 
 class CatalogError(Exception):
@@ -38,6 +48,9 @@ class Catalog:
         self.by_name: dict[str, set[tuple[str, str]]] = {}  # lower(name) -> {(node, id)}
         self.name_index: dict[str, int] = {}
         self.extinction_index = 0
+        self.connect_index: dict[str, int] = {}  # lower(destination) -> index
+        self.aliases: set[tuple[str, str]] = set()  # (node, check id) of running alias checks
+        self._refreshing = False
         self._services_cache: dict[str, list[str]] | None = None
 
     # -- bookkeeping ------------------------------------------------------------------------
@@ -47,6 +60,13 @@ class Catalog:
         if self.by_name.get(key):
             self.name_index[key] = index
         self.raft.touched.add(("svc", key))
+        for node, service_id in self.by_name.get(key, ()):
+            self._touch_connect(self.services[node][service_id], index)
+
+    def _touch_connect(self, svc: Service, index: int) -> None:
+        if destination := svc.destination.lower():
+            self.connect_index[destination] = index
+            self.raft.touched.add(("connect", destination))
 
     def _touch_services_table(self, index: int) -> None:
         self.raft.touch_table("services", index)
@@ -82,6 +102,8 @@ class Catalog:
         self.by_name.setdefault(svc.name.lower(), set()).add((svc.node, svc.id))
         if existing is not None and existing.name.lower() != svc.name.lower():
             self._forget_instance(index, existing)
+        if existing is not None:
+            self._touch_connect(existing, index)  # it may have fronted another service
         # Checks carry their service's name and tags.
         for chk in self.checks[svc.node].values():
             if chk.service_id == svc.id:
@@ -89,6 +111,7 @@ class Catalog:
                 chk.service_tags = list(svc.tags)
         self._touch_services_table(index)
         self._touch_name(svc.name, index)
+        self._refresh_aliases(index)
 
     def ensure_check(self, index: int, chk: Check) -> None:
         if chk.node not in self.nodes:
@@ -112,6 +135,48 @@ class Catalog:
         self._touch_check_owner(index, chk)
         if existing is not None and existing.service_id != chk.service_id:
             self._touch_check_owner(index, existing)
+        if chk.alias_of is not None:
+            self.aliases.add((chk.node, chk.check_id))
+        self._refresh_aliases(index)
+
+    def _refresh_aliases(self, index: int) -> None:
+        """Bring every running alias check in line with what it aliases (to a fixed point:
+        an alias may alias a service that has alias checks of its own)."""
+        if self._refreshing or not self.aliases:
+            return
+        self._refreshing = True
+        try:
+            for _ in range(len(self.aliases) + 1):
+                moved = False
+                for node, check_id in sorted(self.aliases):
+                    chk = self.checks.get(node, {}).get(check_id)
+                    if chk is None or chk.alias_of is None:
+                        self.aliases.discard((node, check_id))
+                        continue
+                    status, output = self._alias_status(chk, *chk.alias_of)
+                    if (chk.status, chk.output) != (status, output):
+                        self.ensure_check(
+                            index, dataclasses.replace(chk, status=status, output=output)
+                        )
+                        moved = True
+                if not moved:
+                    break
+        finally:
+            self._refreshing = False
+
+    def _alias_status(self, alias: Check, node: str, service_id: str) -> tuple[str, str]:
+        target_node = node or alias.node
+        if service_id not in self.services.get(target_node, {}):
+            return "critical", f'Service "{service_id}" not found'
+        statuses = [
+            c.status
+            for c in self.checks.get(target_node, {}).values()
+            if c.service_id in ("", service_id) and c is not alias
+        ]
+        if not statuses:
+            return "passing", "No checks found."
+        worst = max(statuses, key=lambda s: _STATUS_RANK.get(s, 2))
+        return worst, f"Aliased service {service_id!r} is {worst}"
 
     def update_check(self, index: int, node: str, check_id: str, **changes: Any) -> bool:
         """Change some fields of an existing check; False if it does not exist."""
@@ -135,6 +200,8 @@ class Catalog:
             return
         self.raft.touch_table("checks", index)
         self._touch_check_owner(index, chk)
+        self.aliases.discard((node, check_id))
+        self._refresh_aliases(index)
 
     def delete_service(self, index: int, node: str, service_id: str) -> None:
         svc = self.services.get(node, {}).get(service_id)
@@ -146,6 +213,7 @@ class Catalog:
         del self.services[node][service_id]
         self._forget_instance(index, svc)
         self._touch_services_table(index)
+        self._refresh_aliases(index)
 
     def _forget_instance(self, index: int, svc: Service) -> None:
         key = svc.name.lower()
@@ -153,12 +221,14 @@ class Catalog:
         members.discard((svc.node, svc.id))
         if members:
             self._touch_name(svc.name, index)
+            self._touch_connect(svc, index)
             return
         self.by_name.pop(key, None)
         self.name_index.pop(key, None)
         self.extinction_index = index
         self.raft.touched.add(("svc", key))
         self.raft.touched.add(("extinct",))
+        self._touch_connect(svc, index)
 
     def delete_node(self, index: int, node: str) -> None:
         if node not in self.nodes:
@@ -184,6 +254,8 @@ class Catalog:
             rec.modify_index = min(rec.modify_index, to)
         for key, value in self.name_index.items():
             self.name_index[key] = min(value, to)
+        for key, value in self.connect_index.items():
+            self.connect_index[key] = min(value, to)
         self.extinction_index = min(self.extinction_index, to)
 
     # -- reads ------------------------------------------------------------------------------
@@ -201,6 +273,25 @@ class Catalog:
         tables = self.raft.tables
         return max(tables["nodes"], tables["services"], tables["checks"])
 
+    def connect_instances(self, name: str) -> list[Service]:
+        """The mesh endpoints of `name`: its connect-proxies and Connect-native instances."""
+        key = name.lower()
+        return [
+            svc
+            for node in sorted(self.services)
+            for _, svc in sorted(self.services[node].items())
+            if svc.destination.lower() == key
+        ]
+
+    def connect_service_index(self, name: str) -> int:
+        key = name.lower()
+        if key in self.connect_index:
+            return self.connect_index[key]
+        if self.extinction_index:
+            return self.extinction_index
+        tables = self.raft.tables
+        return max(tables["nodes"], tables["services"], tables["checks"])
+
     def checks_for(self, svc: Service) -> list[Check]:
         """Node-level checks first, then the instance's own, each sorted by ID (as Consul)."""
         node_checks = self.checks.get(svc.node, {})
@@ -210,9 +301,10 @@ class Catalog:
         )
         return own
 
-    def health_entries(self, name: str) -> list[dict[str, Any]]:
+    def health_entries(self, name: str, connect: bool = False) -> list[dict[str, Any]]:
+        """/v1/health/service/:name, or with `connect` /v1/health/connect/:name."""
         out = []
-        for svc in self.instances(name):
+        for svc in self.connect_instances(name) if connect else self.instances(name):
             out.append(
                 {
                     "Node": self.nodes[svc.node].to_json(),
@@ -222,8 +314,10 @@ class Catalog:
             )
         return out
 
-    def catalog_service_entries(self, name: str) -> list[dict[str, Any]]:
-        return [svc.catalog_json(self.nodes[svc.node]) for svc in self.instances(name)]
+    def catalog_service_entries(self, name: str, connect: bool = False) -> list[dict[str, Any]]:
+        """/v1/catalog/service/:name, or with `connect` /v1/catalog/connect/:name."""
+        instances = self.connect_instances(name) if connect else self.instances(name)
+        return [svc.catalog_json(self.nodes[svc.node]) for svc in instances]
 
     def all_catalog_service_entries(self) -> list[dict[str, Any]]:
         return [

@@ -107,26 +107,31 @@ async def agent_service_register(request: web.Request) -> web.Response:
     replace = "replace-existing-checks" in request.query
     with core.write(None) as state:
         catalog = state.catalog
-        service, checks = decode_agent_service(body, AGENT_NODE, catalog)
+        registrations = decode_agent_service(body, AGENT_NODE, catalog)
         index = state.raft.next_index()
-        catalog.ensure_service(index, service)
-        for check in checks:
-            catalog.ensure_check(index, check)
-        if replace:
-            keep = {c.check_id for c in checks}
-            for cid, chk in list(catalog.checks[AGENT_NODE].items()):
-                if chk.service_id == service.id and cid not in keep:
-                    catalog.delete_check(index, AGENT_NODE, cid)
+        for service, checks in registrations:  # the service, then its sidecar if nested
+            catalog.ensure_service(index, service)
+            for check in checks:
+                catalog.ensure_check(index, check)
+            if replace:
+                keep = {c.check_id for c in checks}
+                for cid, chk in list(catalog.checks[AGENT_NODE].items()):
+                    if chk.service_id == service.id and cid not in keep:
+                        catalog.delete_check(index, AGENT_NODE, cid)
     return _empty_ok()
 
 
 @routes.put("/v1/agent/service/deregister/{service_id}")
 async def agent_service_deregister(request: web.Request) -> web.Response:
     core = request.app[CORE]
+    service_id = request.match_info["service_id"]
     with core.write(None) as state:
-        state.catalog.delete_service(
-            state.raft.next_index(), AGENT_NODE, request.match_info["service_id"]
-        )
+        index = state.raft.next_index()
+        # A sidecar registered nested in its parent goes with it (Consul's agent does this).
+        sidecar = state.catalog.services.get(AGENT_NODE, {}).get(f"{service_id}-sidecar-proxy")
+        if sidecar is not None and (sidecar.proxy or {}).get("DestinationServiceID") == service_id:
+            state.catalog.delete_service(index, AGENT_NODE, sidecar.id)
+        state.catalog.delete_service(index, AGENT_NODE, service_id)
     return _empty_ok()
 
 

@@ -55,12 +55,20 @@ def _filter(request: web.Request) -> Callable[[Entry], bool] | None:
     return compile_filter(expression) if expression else None
 
 
-def _service_topics(catalog: Catalog, name: str) -> list[Topic]:
-    """What moves a per-service index (see Catalog.service_index)."""
-    topics: list[Topic] = [("svc", name.lower())]
-    if not catalog.by_name.get(name.lower()):
+def _service_topics(catalog: Catalog, name: str, connect: bool = False) -> list[Topic]:
+    """What moves a per-service index (see Catalog.service_index), or with `connect` the
+    index of the service's mesh endpoints (Catalog.connect_service_index)."""
+    key = name.lower()
+    topics: list[Topic] = [("connect", key) if connect else ("svc", key)]
+    if not (key in catalog.connect_index if connect else catalog.by_name.get(key)):
         topics += [("extinct",), ("nodes",), ("services",), ("checks",)]
     return topics
+
+
+def _service_index(catalog: Catalog, name: str, connect: bool) -> Callable[[], int]:
+    if connect:
+        return lambda: catalog.connect_service_index(name)
+    return lambda: catalog.service_index(name)
 
 
 # -- catalog ---------------------------------------------------------------------------------
@@ -170,6 +178,16 @@ async def catalog_services(request: web.Request) -> web.Response:
 
 @routes.get("/v1/catalog/service/{name}")
 async def catalog_service(request: web.Request) -> web.Response:
+    return await _catalog_service(request, connect=False)
+
+
+@routes.get("/v1/catalog/connect/{name}")
+async def catalog_connect(request: web.Request) -> web.Response:
+    """Same parameters and response format as /v1/catalog/service/:name (catalog.mdx)."""
+    return await _catalog_service(request, connect=True)
+
+
+async def _catalog_service(request: web.Request, connect: bool) -> web.Response:
     core = request.app[CORE]
     state = request_dc(request, core)
     name = request.match_info["name"]
@@ -180,7 +198,7 @@ async def catalog_service(request: web.Request) -> web.Response:
     def render() -> web.Response:
         entries = [
             e
-            for e in state.catalog.catalog_service_entries(name)
+            for e in state.catalog.catalog_service_entries(name, connect)
             if _has_tags(e["ServiceTags"], tags)
             and _meta_matches(e["NodeMeta"], node_meta)
             and (predicate is None or predicate(e))
@@ -188,9 +206,9 @@ async def catalog_service(request: web.Request) -> web.Response:
         return json_reply(request, entries)
 
     with core.lock:
-        topics = _service_topics(state.catalog, name)
+        topics = _service_topics(state.catalog, name, connect)
     return await blocking_read(
-        request, state, topics, lambda: state.catalog.service_index(name), render
+        request, state, topics, _service_index(state.catalog, name, connect), render
     )
 
 
@@ -219,6 +237,17 @@ async def catalog_nodes(request: web.Request) -> web.Response:
 
 @routes.get("/v1/health/service/{name}")
 async def health_service(request: web.Request) -> web.Response:
+    return await _health_service(request, connect=False)
+
+
+@routes.get("/v1/health/connect/{name}")
+async def health_connect(request: web.Request) -> web.Response:
+    """Same parameters and response format as /v1/health/service/:name (health.mdx): the
+    instances of its connect-proxies (and Connect-native instances of it)."""
+    return await _health_service(request, connect=True)
+
+
+async def _health_service(request: web.Request, connect: bool) -> web.Response:
     core = request.app[CORE]
     state = request_dc(request, core)
     name = request.match_info["name"]
@@ -240,12 +269,13 @@ async def health_service(request: web.Request) -> web.Response:
         )
 
     def render() -> web.Response:
-        return json_reply(request, [e for e in state.catalog.health_entries(name) if keep(e)])
+        entries = state.catalog.health_entries(name, connect)
+        return json_reply(request, [e for e in entries if keep(e)])
 
     with core.lock:
-        topics = _service_topics(state.catalog, name)
+        topics = _service_topics(state.catalog, name, connect)
     return await blocking_read(
-        request, state, topics, lambda: state.catalog.service_index(name), render
+        request, state, topics, _service_index(state.catalog, name, connect), render
     )
 
 

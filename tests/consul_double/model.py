@@ -72,8 +72,31 @@ class Service:
     weights: dict[str, int] = field(default_factory=default_weights)
     enable_tag_override: bool = False
     kind: str = ""
+    # A proxy's `Proxy` block as Consul renders it (see `proxy_json`); None for typical services.
+    proxy: dict[str, Any] | None = None
+    connect_native: bool = False
     create_index: int = 0
     modify_index: int = 0
+
+    @property
+    def destination(self) -> str:
+        """The service this instance is a mesh endpoint of (as /v1/health/connect lists it)."""
+        if self.kind == "connect-proxy" and self.proxy is not None:
+            return str(self.proxy.get("DestinationServiceName") or "")
+        return self.name if not self.kind and self.connect_native else ""
+
+    def proxy_json(self) -> dict[str, Any]:
+        """`Proxy` (health, agent) / `ServiceProxy` (catalog): the docs' empty block when none."""
+        if self.proxy is None:
+            return {
+                "DestinationServiceName": "",
+                "DestinationServiceID": "",
+                "LocalServiceAddress": "",
+                "LocalServicePort": 0,
+                "Config": None,
+                "Upstreams": None,
+            }
+        return copy.deepcopy(self.proxy)
 
     def same(self, other: Service) -> bool:
         return (
@@ -88,11 +111,16 @@ class Service:
             and self.weights == other.weights
             and self.enable_tag_override == other.enable_tag_override
             and self.kind == other.kind
+            and self.proxy == other.proxy
+            and self.connect_native == other.connect_native
         )
 
     def health_json(self) -> dict[str, Any]:
         """The `Service` object of /v1/health/service entries (a NodeService)."""
-        out: dict[str, Any] = {
+        out: dict[str, Any] = {}
+        if self.kind:  # omitempty
+            out["Kind"] = self.kind
+        out |= {
             "ID": self.id,
             "Service": self.name,
             "Tags": list(self.tags),
@@ -104,14 +132,26 @@ class Service:
         if self.port:
             out["Port"] = self.port
         out["Weights"] = dict(self.weights)
+        out.update(self._mesh_json())
         out["Namespace"] = NAMESPACE
         out["CreateIndex"] = self.create_index
         out["ModifyIndex"] = self.modify_index
         return out
 
+    def _mesh_json(self) -> dict[str, Any]:
+        """`Proxy` and `Connect` of a NodeService, rendered only when they say something (the
+        docs' samples of typical services show neither)."""
+        out: dict[str, Any] = {}
+        if self.proxy is not None:
+            out["Proxy"] = self.proxy_json()
+        if self.connect_native:
+            out["Connect"] = {"Native": True}
+        return out
+
     def agent_json(self, datacenter: str) -> dict[str, Any]:
         """An entry of /v1/agent/services."""
-        return {
+        kind = {"Kind": self.kind} if self.kind else {}
+        return kind | {
             "ID": self.id,
             "Service": self.name,
             "Tags": list(self.tags),
@@ -123,6 +163,7 @@ class Service:
             "EnableTagOverride": self.enable_tag_override,
             "Datacenter": datacenter,
             "Weights": dict(self.weights),
+            **self._mesh_json(),
         }
 
     def catalog_json(self, node: Node) -> dict[str, Any]:
@@ -150,15 +191,8 @@ class Service:
         if self.tagged_addresses:
             out["ServiceTaggedAddresses"] = copy.deepcopy(self.tagged_addresses)
         out["ServiceTags"] = list(self.tags)
-        out["ServiceProxy"] = {
-            "DestinationServiceName": "",
-            "DestinationServiceID": "",
-            "LocalServiceAddress": "",
-            "LocalServicePort": 0,
-            "Config": None,
-            "Upstreams": None,
-        }
-        out["ServiceConnect"] = {"Native": False, "Proxy": None}
+        out["ServiceProxy"] = self.proxy_json()
+        out["ServiceConnect"] = {"Native": self.connect_native, "Proxy": None}
         out["Namespace"] = NAMESPACE
         return out
 
@@ -176,8 +210,18 @@ class Check:
     service_tags: list[str] = field(default_factory=list)
     type: str = ""
     definition: dict[str, Any] = field(default_factory=dict)
+    # Run by the double's agent: an alias check's status follows what it aliases. Checks
+    # written through the catalog are never run by anyone, as in Consul.
+    agent: bool = False
     create_index: int = 0
     modify_index: int = 0
+
+    @property
+    def alias_of(self) -> tuple[str, str] | None:
+        """(node or "" for the check's own, service ID) of a running alias check."""
+        if not self.agent or self.type != "alias" or not self.definition.get("AliasService"):
+            return None
+        return str(self.definition.get("AliasNode") or ""), str(self.definition["AliasService"])
 
     def same(self, other: Check) -> bool:
         return (

@@ -21,6 +21,7 @@ __all__ = [
     "decode_agent_service",
     "decode_catalog_check",
     "decode_service",
+    "decode_sidecar_service",
     "decode_tagged_addresses",
     "decode_weights",
     "set_node_maintenance",
@@ -29,6 +30,10 @@ __all__ = [
 ]
 
 SERVICE_MAINT_PREFIX = "_service_maintenance:"
+#: `Kind` values a registration may carry (agent/service.mdx).
+SERVICE_KINDS = frozenset(
+    {"connect-proxy", "mesh-gateway", "ingress-gateway", "terminating-gateway"}
+)
 NODE_MAINT_CHECK_ID = "_node_maintenance"
 _SERVICE_MAINT_DEFAULT = (
     "Maintenance mode is enabled for this service, but no reason was provided. "
@@ -79,6 +84,63 @@ def decode_weights(raw: Any, strict: bool) -> dict[str, int]:
     return default_weights()
 
 
+def _int_field(raw: Mapping[str, Any], name: str, what: str) -> int:
+    value = field(raw, name, 0) or 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConsulError(400, f"Request decode failed: {what}.{name}: expected a number")
+    return value
+
+
+def decode_upstream(raw: Any, position: int) -> dict[str, Any]:
+    """One `Proxy.Upstreams[]` entry, rendered as Consul does (empty fields omitted)."""
+    what = f"Proxy.Upstreams[{position}]"
+    upstream = as_dict(raw, what)
+    name = str(field(upstream, "DestinationName", "") or "")
+    if not name:
+        raise ConsulError(400, f"Invalid {what}: upstream destination name cannot be empty")
+    port = _int_field(upstream, "LocalBindPort", what)
+    out: dict[str, Any] = {"DestinationType": str(field(upstream, "DestinationType", "") or "")}
+    out["DestinationType"] = out["DestinationType"] or "service"
+    out["DestinationName"] = name
+    if datacenter := str(field(upstream, "Datacenter", "") or ""):
+        out["Datacenter"] = datacenter
+    if address := str(field(upstream, "LocalBindAddress", "") or ""):
+        out["LocalBindAddress"] = address
+    if port:
+        out["LocalBindPort"] = port
+    return out
+
+
+def decode_proxy(raw: Any, kind: str) -> dict[str, Any] | None:
+    """The `Proxy` block of a proxy or gateway registration (agent/service.mdx, `Kind`)."""
+    if raw is None and not kind:
+        return None
+    if raw is not None and not kind:
+        raise ConsulError(400, "Invalid Proxy: only valid for a proxy or gateway Kind")
+    proxy = as_dict(raw, "Proxy")
+    destination = str(field(proxy, "DestinationServiceName", "") or "")
+    if kind == "connect-proxy" and not destination:
+        raise ConsulError(
+            400, "Proxy.DestinationServiceName must be non-empty for Connect proxy services"
+        )
+    upstreams = field(proxy, "Upstreams")
+    if upstreams is not None and not isinstance(upstreams, list):
+        raise ConsulError(400, "Request decode failed: Proxy.Upstreams: expected a list")
+    config = field(proxy, "Config")
+    out: dict[str, Any] = {
+        "DestinationServiceName": destination,
+        "DestinationServiceID": str(field(proxy, "DestinationServiceID", "") or ""),
+        "LocalServiceAddress": str(field(proxy, "LocalServiceAddress", "") or ""),
+        "LocalServicePort": _int_field(proxy, "LocalServicePort", "Proxy"),
+        "Mode": str(field(proxy, "Mode", "") or ""),
+        "Config": dict(as_dict(config, "Proxy.Config")) if config is not None else None,
+        "Upstreams": [decode_upstream(u, i) for i, u in enumerate(upstreams)]
+        if upstreams
+        else None,
+    }
+    return out
+
+
 def decode_service(raw: Mapping[str, Any], node: str, name_key: str, strict: bool) -> Service:
     """A service definition; `name_key` is "Service" (catalog) or "Name" (agent)."""
     name = field(raw, name_key) or ""
@@ -88,6 +150,13 @@ def decode_service(raw: Mapping[str, Any], node: str, name_key: str, strict: boo
     tags = field(raw, "Tags") or []
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise ConsulError(400, "Request decode failed: Tags: expected list of strings")
+    kind = str(field(raw, "Kind", "") or "")
+    if kind and kind not in SERVICE_KINDS:
+        raise ConsulError(400, f"Invalid service kind: {kind!r}")
+    port = int(field(raw, "Port", 0) or 0)
+    if kind == "connect-proxy" and not port:
+        raise ConsulError(400, "Port must be non-zero for a Connect proxy service")
+    connect = as_dict(field(raw, "Connect"), "Connect")
     return Service(
         node=node,
         id=str(service_id),
@@ -99,7 +168,9 @@ def decode_service(raw: Mapping[str, Any], node: str, name_key: str, strict: boo
         meta=as_str_map(field(raw, "Meta"), "Meta") or {},
         weights=decode_weights(field(raw, "Weights"), strict),
         enable_tag_override=bool(field(raw, "EnableTagOverride", False)),
-        kind=str(field(raw, "Kind", "") or ""),
+        kind=kind,
+        proxy=decode_proxy(field(raw, "Proxy"), kind),
+        connect_native=bool(field(connect, "Native", False)),
     )
 
 
@@ -201,10 +272,76 @@ def decode_agent_check(
         service_id=service_id,
         type=kind,
         definition=definition,
+        agent=True,
     )
 
 
 def decode_agent_service(
+    body: Mapping[str, Any], node: str, catalog: Catalog
+) -> list[tuple[Service, list[Check]]]:
+    """A service definition and, with `Connect.SidecarService`, its sidecar's (defaults from
+    Consul's sidecar reference: ID `<id>-sidecar-proxy`, name `<name>-sidecar-proxy`, the
+    parent's tags, meta and weights, a port from 21000-21255, Kind connect-proxy, Proxy
+    pointing at the parent, and a TCP check plus an alias check of the parent)."""
+    service, checks = _decode_one_agent_service(body, node, catalog)
+    connect = as_dict(field(body, "Connect"), "Connect")
+    sidecar = field(connect, "SidecarService")
+    if sidecar is None:
+        return [(service, checks)]
+    return [
+        (service, checks),
+        decode_sidecar_service(service, as_dict(sidecar, "SidecarService"), catalog),
+    ]
+
+
+SIDECAR_PORTS = range(21000, 21256)  # sidecar_min_port .. sidecar_max_port
+
+
+def decode_sidecar_service(
+    parent: Service, raw: Mapping[str, Any], catalog: Catalog
+) -> tuple[Service, list[Check]]:
+    sidecar_id = f"{parent.id}-sidecar-proxy"
+    body = dict(raw)
+    for key in ("ID", "Kind", "Connect"):
+        body.pop(key, None)
+    body.setdefault("Name", field(raw, "Name") or f"{parent.name}-sidecar-proxy")
+    if field(raw, "Tags") is None:
+        body["Tags"] = list(parent.tags)
+    if field(raw, "Meta") is None:
+        body["Meta"] = dict(parent.meta)
+    if field(raw, "Weights") is None:
+        body["Weights"] = dict(parent.weights)
+    if not field(raw, "Port"):
+        existing = catalog.services.get(parent.node, {}).get(sidecar_id)
+        used = {s.port for s in catalog.services.get(parent.node, {}).values() if s.kind}
+        free = [p for p in SIDECAR_PORTS if p not in used]
+        if existing is None and not free:
+            raise ConsulError(400, "No port available in the sidecar port range")
+        body["Port"] = existing.port if existing is not None else free[0]
+    proxy = dict(as_dict(field(raw, "Proxy"), "Proxy"))
+    proxy["DestinationServiceName"] = parent.name
+    proxy["DestinationServiceID"] = parent.id
+    proxy.setdefault("LocalServiceAddress", "127.0.0.1")
+    if not field(proxy, "LocalServicePort"):
+        proxy["LocalServicePort"] = parent.port
+    body |= {"ID": sidecar_id, "Kind": "connect-proxy", "Proxy": proxy}
+    if field(raw, "Check") is None and field(raw, "Checks") is None:
+        address = body.get("Address") or parent.address or "127.0.0.1"
+        body["Checks"] = [
+            # The double probes nothing: the listener is taken to be up, as a real agent's
+            # first TCP probe finds it once the proxy runs.
+            {
+                "Name": "Connect Sidecar Listening",
+                "TCP": f"{address}:{body['Port']}",
+                "Interval": "10s",
+                "Status": "passing",
+            },
+            {"Name": f"Connect Sidecar Aliasing {parent.id}", "AliasService": parent.id},
+        ]
+    return _decode_one_agent_service(body, parent.node, catalog)
+
+
+def _decode_one_agent_service(
     body: Mapping[str, Any], node: str, catalog: Catalog
 ) -> tuple[Service, list[Check]]:
     service = decode_service(body, node, "Name", strict=True)

@@ -28,6 +28,7 @@ from .core import AGENT_ADDRESS, AGENT_NODE, Core, FailRule
 from .http_common import CORE, middleware
 from .model import Check, Node, Service
 from .ops import (
+    decode_sidecar_service,
     decode_tagged_addresses,
     decode_weights,
     set_node_maintenance,
@@ -403,6 +404,51 @@ class ConsulDouble:
                     ),
                 )
         return service_id
+
+    def register_sidecar(
+        self,
+        service_id: str,
+        port: int | None = None,
+        *,
+        address: str = "",
+        upstreams: Iterable[Mapping[str, Any]] = (),
+        status: str = "passing",
+        node: str | None = None,
+        dc: str | None = None,
+    ) -> str:
+        """Register a Connect sidecar for an instance, as its agent does for a nested
+        `connect.sidecar_service` (ID `<id>-sidecar-proxy`, name `<service>-sidecar-proxy`,
+        Kind connect-proxy, Proxy naming the instance, the instance's tags, meta and weights).
+
+        Its checks: "Connect Sidecar Listening" with `status`, and an alias check of the
+        instance, which follows the instance's checks. `port` None: the next free one from
+        21000; `address` "": the instance's. `upstreams` are Consul's Upstreams entries
+        (`DestinationName`, `LocalBindPort`, `LocalBindAddress`). Returns the sidecar's ID.
+        """
+        status = validate_status(status)
+        with self._core.write(dc) as state:
+            owner = self._find_node(state, service_id, node)
+            parent = state.catalog.services[owner][service_id]
+            raw: dict[str, Any] = {
+                "Address": address or parent.address,
+                "Proxy": {"Upstreams": [dict(u) for u in upstreams] or None},
+            }
+            if port is not None:
+                raw["Port"] = port
+            # The default checks: the TCP one (given `status`) and the alias check.
+            sidecar, checks = decode_sidecar_service(parent, raw, state.catalog)
+            index = state.raft.next_index()
+            state.catalog.ensure_service(index, sidecar)
+            for check in checks:
+                if check.type == "tcp":
+                    check.status = status
+                state.catalog.ensure_check(index, check)
+        return sidecar.id
+
+    def connect_health(self, name: str, dc: str | None = None) -> list[dict[str, Any]]:
+        """The body /v1/health/connect/<name> would answer now (no filters)."""
+        with self._core.lock:
+            return self._core.state(dc).catalog.health_entries(name, connect=True)
 
     def _find_node(self, state: DatacenterState, service_id: str, node: str | None) -> str:
         if node is not None:

@@ -467,3 +467,73 @@ async def test_cancellation_is_prompt(tmp_path: Path) -> None:
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, WAIT)
     assert time.monotonic() - start < 2.0
+
+
+# --- mesh sidecars (sidecar_port) ------------------------------------------------------------
+
+MESH_EXAMPLE = """\
+services:
+  api:
+    endpoints:
+      - {address: 10.0.0.1, port: 8080, sidecar_port: 21000}
+      - {address: 10.0.0.2, port: 8080, health: unhealthy, zone: z2, sidecar_port: 21000,
+         sidecar_address: 10.0.1.2}
+      - {address: 10.0.0.3, port: 8080}
+"""
+
+
+def test_sidecar_port_is_a_mesh_endpoint_with_the_endpoint_s_health() -> None:
+    api = parse_registry(MESH_EXAMPLE).services["api"]
+    assert [(e.address, e.port) for e in api.endpoints] == [
+        ("10.0.0.1", 8080),
+        ("10.0.0.3", 8080),
+        ("10.0.0.2", 8080),
+    ]
+    assert api.mesh_endpoints == (
+        Endpoint("10.0.0.1", 21000),
+        Endpoint("10.0.1.2", 21000, health=Health.UNHEALTHY, zone="z2"),
+    )
+    assert parse_registry(DESIGN_EXAMPLE).services["web"].mesh_endpoints == ()
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "words"),
+    [
+        ("{address: 10.0.0.1, port: 80, sidecar_port: 0}", "sidecar_port"),
+        ("{address: 10.0.0.1, port: 80, sidecar_port: '21000'}", "sidecar_port"),
+        ("{address: 10.0.0.1, port: 80, sidecar_address: 10.0.0.9}", "needs sidecar_port"),
+        ("{address: 10.0.0.1, port: 80, sidecar_port: 1, sidecar_address: ''}", "sidecar_address"),
+    ],
+)
+def test_invalid_sidecar_fields_name_the_field_and_line(endpoint: str, words: str) -> None:
+    err = _error(f"services:\n  api:\n    endpoints:\n      - {endpoint}\n")
+    assert err.line == 4, str(err)
+    assert words in str(err)
+
+
+def test_two_endpoints_naming_one_sidecar_is_an_error() -> None:
+    err = _error("""
+        services:
+          api:
+            endpoints:
+              - {address: 10.0.0.1, port: 8080, sidecar_port: 21000}
+              - {address: 10.0.0.2, port: 8080, sidecar_port: 21000, sidecar_address: 10.0.0.1}
+        """)
+    assert err.line == 5
+    assert "duplicate sidecar 10.0.0.1:21000" in str(err)
+
+
+async def test_hot_reload_updates_mesh_endpoints(tmp_path: Path) -> None:
+    path = tmp_path / "registry.yaml"
+    path.write_text(MESH_EXAMPLE)
+    async with running(path) as r:
+        first = await r.next()
+        assert len(first.services["api"].mesh_endpoints) == 2
+        _write_atomically(
+            path, MESH_EXAMPLE.replace("sidecar_port: 21000}", "sidecar_port: 21001}")
+        )
+        second = await r.next()
+        assert [e.port for e in second.services["api"].mesh_endpoints] == [21001, 21000]
+        _write_atomically(path, DESIGN_EXAMPLE)
+        third = await r.next()
+        assert "api" not in third.services

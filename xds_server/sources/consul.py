@@ -18,6 +18,15 @@ checks watch reported a change at exactly that index the change is explained; ot
 service is re-read. Every service is also re-read after a reconnect, an index reset and every
 ``resync_interval`` (the safety net). docs/consul.md has the reasoning and the measurements.
 
+Mesh endpoints cost no extra request: a Connect sidecar is a catalog service of its own
+(``api-sidecar-proxy``), so the same watches see it come, go and change health (its checks,
+alias check of the instance it fronts included, name it), and its ``/v1/health/service/<name>``
+read says ``Kind: connect-proxy`` and ``Proxy.DestinationServiceName``. Such a read yields no
+service of its own (nor does a gateway's): its instances become the ``mesh_endpoints`` of
+the destination — the instances ``/v1/health/connect/<destination>`` would list. The
+service filter applies to the sidecars' own names and tags (a sidecar_service inherits its
+parent's tags); a sidecar of a service that is not served is dropped.
+
 Failure rules: the last good data is kept; a service is emptied or removed only by a
 successful read saying so; one log line per state change; ``ready`` once the first complete
 sync is published.
@@ -40,10 +49,11 @@ from xds_server.sources.base import Publish, SourceStatus, StatusTracker
 from xds_server.sources.consul_api import ConsulApi
 from xds_server.sources.consul_mapping import (
     CONSUL_METADATA_NAMESPACE,
+    HealthRead,
     MappingOptions,
-    endpoints_from_health,
     merge_datacenters,
     select_services,
+    split_health,
 )
 from xds_server.sources.consul_settings import WatcherSettings
 
@@ -73,6 +83,11 @@ class _Datacenter:
     #: Indexes at which the checks watch saw a change (recent ones only).
     explained: deque[int] = field(default_factory=lambda: deque(maxlen=256))
     endpoints: dict[str, tuple[Endpoint, ...]] = field(default_factory=dict)
+    #: Names whose instances are all proxies or gateways: read, but never services.
+    proxies: set[str] = field(default_factory=set)
+    #: Mesh endpoints each name's read found, by destination; and who feeds a destination.
+    mesh_of: dict[str, Mapping[str, tuple[Endpoint, ...]]] = field(default_factory=dict)
+    mesh_sources: dict[str, set[str]] = field(default_factory=dict)  # destination → names
     nodes_of: dict[str, frozenset[str]] = field(default_factory=dict)  # service → its nodes
     services_on: dict[str, set[str]] = field(default_factory=dict)  # node → services
     dirty: set[str] = field(default_factory=set)
@@ -89,8 +104,11 @@ class _Datacenter:
         event, self.checks_progress = self.checks_progress, asyncio.Event()
         event.set()
 
-    def set_endpoints(self, name: str, endpoints: tuple[Endpoint, ...]) -> bool:
-        nodes = frozenset(_node_of(e) for e in endpoints)
+    def set_read(self, name: str, read: HealthRead) -> set[str]:
+        """Store what reading ``name`` found; return the services whose data changed (the
+        name itself, and the destinations of mesh endpoints that came, went or moved)."""
+        mesh_endpoints = [e for group in read.mesh.values() for e in group]
+        nodes = frozenset(_node_of(e) for e in (*read.endpoints, *mesh_endpoints))
         old_nodes = self.nodes_of.get(name, frozenset())
         for node in old_nodes - nodes:
             self.services_on.get(node, set()).discard(name)
@@ -98,16 +116,44 @@ class _Datacenter:
             self.services_on.setdefault(node, set()).add(name)
         self.nodes_of[name] = nodes
         self.unread.discard(name)
-        changed = self.endpoints.get(name) != endpoints
-        self.endpoints[name] = endpoints
+        changed = set()
+        was_proxy = name in self.proxies
+        if read.proxy_only is not None and read.proxy_only != was_proxy:
+            (self.proxies.add if read.proxy_only else self.proxies.discard)(name)
+            changed.add(name)
+        if self.endpoints.get(name) != read.endpoints:
+            changed.add(name)
+        self.endpoints[name] = read.endpoints
+        old_mesh = self.mesh_of.pop(name, {})
+        if read.mesh:
+            self.mesh_of[name] = read.mesh
+        for destination in old_mesh.keys() | read.mesh.keys():
+            if destination not in read.mesh:
+                sources = self.mesh_sources[destination]
+                sources.discard(name)
+                if not sources:
+                    del self.mesh_sources[destination]
+            else:
+                self.mesh_sources.setdefault(destination, set()).add(name)
+            if old_mesh.get(destination) != read.mesh.get(destination):
+                changed.add(destination)
         return changed
 
-    def forget(self, name: str) -> None:
-        self.set_endpoints(name, ())
+    def forget(self, name: str) -> set[str]:
+        changed = self.set_read(name, HealthRead()) | {name}
         del self.endpoints[name]
+        self.proxies.discard(name)
         self.nodes_of.pop(name, None)
         self.dirty.discard(name)
         self.unread.discard(name)
+        return changed
+
+    def is_service(self, name: str) -> bool:
+        return name in self.endpoints and name not in self.proxies
+
+    def mesh_endpoints(self, destination: str) -> Iterable[Endpoint]:
+        for source in self.mesh_sources.get(destination, ()):
+            yield from self.mesh_of[source][destination]
 
 
 class ConsulWatcher:
@@ -225,8 +271,7 @@ class ConsulWatcher:
         old = dc.catalog or {}
         old_index, dc.catalog, dc.catalog_index = dc.catalog_index, selected, new_index
         for name in old.keys() - selected.keys():
-            dc.forget(name)
-            self._changed.add(name)
+            self._changed |= dc.forget(name)
             self._status.ok(_read_channel(dc, name))  # a read failing for it no longer matters
         dc.unread |= selected.keys() - dc.endpoints.keys()
         dirty = {n for n, tags in selected.items() if old.get(n) != tags}
@@ -341,8 +386,8 @@ class ConsulWatcher:
         self.service_reads += 1
         if dc.catalog is None or name not in dc.catalog:
             return None  # removed while we were reading
-        if dc.set_endpoints(name, endpoints_from_health(entries, dc.options)):
-            self._changed.add(name)
+        if changed := dc.set_read(name, split_health(entries, dc.options)):
+            self._changed |= changed
             # At once, not at the end of the batch: during a full re-read of thousands of
             # services, the one that changed should not wait for all the others.
             self._publish_if_changed(publish)
@@ -375,12 +420,13 @@ class ConsulWatcher:
                 dc.synced = True
         changed = False
         for name in self._changed:
-            groups = [dc.endpoints[name] for dc in self._dcs if name in dc.endpoints]
+            groups = [dc.endpoints[name] for dc in self._dcs if dc.is_service(name)]
             old = self._services.get(name)
             if not groups:
                 changed |= self._services.pop(name, None) is not None
                 continue
-            service = merge_datacenters(name, groups)
+            mesh = [e for dc in self._dcs for e in dc.mesh_endpoints(name)]
+            service = merge_datacenters(name, groups, mesh)
             if service != old:
                 self._services[name] = service
                 changed = True
@@ -394,9 +440,10 @@ class ConsulWatcher:
         self._status.mark_ready()
         if first:
             log.info(
-                "consul: initial sync: %d services, %d endpoints in %.2fs",
+                "consul: initial sync: %d services, %d endpoints, %d mesh endpoints in %.2fs",
                 len(self._services),
                 sum(len(s.endpoints) for s in self._services.values()),
+                sum(len(s.mesh_endpoints) for s in self._services.values()),
                 time.monotonic() - self._started,
             )
         publish(inventory)

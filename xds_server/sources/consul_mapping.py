@@ -14,7 +14,13 @@ Input is the documented shape of ``GET /v1/health/service/:service`` (a list of
   clamped to at least 1 because Envoy rejects 0);
 - locality zone = datacenter; priority 0 for the local datacenter, 1 for the others;
 - filter metadata under ``consul``: ``tags``, ``meta``, ``node``, ``instance_id``,
-  ``datacenter``.
+  ``datacenter``;
+- mesh (Connect): an instance whose ``Service.Kind`` is a proxy or gateway kind
+  (``PROXY_KINDS``) is never an endpoint. A ``connect-proxy`` instance is a mesh endpoint of
+  its ``Service.Proxy.DestinationServiceName`` (same address, port, health and weight rules:
+  its health is the worst of the proxy's checks, which include the alias check of the
+  instance it fronts), and a ``Service.Connect.Native`` instance a mesh endpoint of its own
+  service — what ``/v1/health/connect/:service`` lists.
 
 Consul data is not trusted to be well-formed: missing or null fields fall back to defaults,
 and an instance without a usable address or port is left out (Envoy would reject it).
@@ -24,7 +30,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from xds_server.model.inventory import Endpoint, Health, Service
@@ -34,6 +40,10 @@ CONSUL_METADATA_NAMESPACE = "consul"
 
 #: Services never served: Consul's own servers.
 SKIPPED_SERVICES = frozenset({"consul"})
+
+#: ``Kind`` values of proxies and gateways (agent/service.mdx): never services of their own.
+CONNECT_PROXY = "connect-proxy"
+PROXY_KINDS = frozenset({CONNECT_PROXY, "mesh-gateway", "ingress-gateway", "terminating-gateway"})
 
 _MAINTENANCE_PREFIXES = ("_node_maintenance", "_service_maintenance:")
 _RANK = {Health.HEALTHY: 0, Health.DEGRADED: 1, Health.UNHEALTHY: 2}
@@ -159,27 +169,89 @@ def entry_to_endpoint(
 def endpoints_from_health(
     entries: Iterable[Mapping[str, Any]] | None, options: MappingOptions = MappingOptions()
 ) -> tuple[Endpoint, ...]:
-    """Every usable instance in ``entries``, sorted."""
-    endpoints = [
-        e
-        for e in (entry_to_endpoint(x, options) for x in entries or () if isinstance(x, Mapping))
-        if e is not None
-    ]
-    return sort_endpoints(endpoints)
+    """Every usable application instance in ``entries`` (no proxies or gateways), sorted."""
+    return split_health(entries, options).endpoints
+
+
+@dataclass(frozen=True, slots=True)
+class HealthRead:
+    """One ``/v1/health/service/<name>`` response, split by what its instances are."""
+
+    #: The application instances (proxies and gateways left out).
+    endpoints: tuple[Endpoint, ...] = ()
+    #: Mesh endpoints found in the response, by the service they front (sorted tuples).
+    mesh: Mapping[str, tuple[Endpoint, ...]] = field(default_factory=dict)
+    #: True when there were instances and every one was a proxy or gateway: the name is not
+    #: a service. None when the response was empty (nothing to say either way).
+    proxy_only: bool | None = None
+
+
+def service_kind(entry: Mapping[str, Any]) -> str:
+    """``Service.Kind`` of a health entry ("" for a typical service)."""
+    return _str(_mapping(entry.get("Service")).get("Kind"))
+
+
+def mesh_destination(entry: Mapping[str, Any]) -> str:
+    """The service a health entry is a mesh endpoint of, or "" when it is none.
+
+    A ``connect-proxy`` names it in ``Proxy.DestinationServiceName``; a Connect-native
+    instance is a mesh endpoint of its own service.
+    """
+    service = _mapping(entry.get("Service"))
+    kind = _str(service.get("Kind"))
+    if kind == CONNECT_PROXY:
+        return _str(_mapping(service.get("Proxy")).get("DestinationServiceName"))
+    if not kind and _mapping(service.get("Connect")).get("Native") is True:
+        return _str(service.get("Service"))
+    return ""
+
+
+def split_health(
+    entries: Iterable[Mapping[str, Any]] | None, options: MappingOptions = MappingOptions()
+) -> HealthRead:
+    """Application endpoints and mesh endpoints (by destination) of one health response."""
+    apps: list[Endpoint] = []
+    mesh: dict[str, list[Endpoint]] = {}
+    kinds: list[str] = []
+    for entry in entries or ():
+        if not isinstance(entry, Mapping):
+            continue
+        kind = service_kind(entry)
+        kinds.append(kind)
+        endpoint = entry_to_endpoint(entry, options)
+        if endpoint is None:
+            continue
+        if destination := mesh_destination(entry):
+            mesh.setdefault(destination, []).append(endpoint)
+        if kind not in PROXY_KINDS:
+            apps.append(endpoint)
+    proxy_only = all(k in PROXY_KINDS for k in kinds) if kinds else None
+    return HealthRead(
+        sort_endpoints(apps), {d: sort_endpoints(e) for d, e in mesh.items()}, proxy_only
+    )
 
 
 def service_from_health(
     name: str,
     entries: Iterable[Mapping[str, Any]] | None,
     options: MappingOptions = MappingOptions(),
+    connect_entries: Iterable[Mapping[str, Any]] | None = None,
 ) -> Service:
-    """A whole ``/v1/health/service/<name>`` response → ``Service``."""
-    return Service(name, endpoints_from_health(entries, options))
+    """A whole ``/v1/health/service/<name>`` response → ``Service``; its mesh endpoints from
+    a ``/v1/health/connect/<name>`` response when one is given."""
+    mesh = split_health(connect_entries, options).mesh.get(name, ())
+    return Service(name, split_health(entries, options).endpoints, mesh)
 
 
-def merge_datacenters(name: str, per_datacenter: Iterable[Iterable[Endpoint]]) -> Service:
+def merge_datacenters(
+    name: str,
+    per_datacenter: Iterable[Iterable[Endpoint]],
+    mesh: Iterable[Endpoint] = (),
+) -> Service:
     """One service from the endpoints found in each datacenter (priorities already set)."""
-    return Service(name, sort_endpoints(e for group in per_datacenter for e in group))
+    return Service(
+        name, sort_endpoints(e for group in per_datacenter for e in group), sort_endpoints(mesh)
+    )
 
 
 def sort_endpoints(endpoints: Iterable[Endpoint]) -> tuple[Endpoint, ...]:

@@ -8,6 +8,10 @@ The file format is part of the contract (DESIGN.md)::
           - {address: 127.0.0.1, port: 8081}
           - {address: 127.0.0.1, port: 8082, weight: 3, health: degraded, zone: dc1,
              metadata: {version: v2}}
+          - {address: 10.0.0.7, port: 8080, sidecar_port: 21000}
+
+An endpoint's ``sidecar_port`` (and ``sidecar_address``, default the endpoint's ``address``)
+names its mesh sidecar: the service gets a mesh endpoint there, with the endpoint's health.
 
 An endpoint's ``metadata`` becomes its Envoy filter metadata under the namespace
 ``xds_server`` (``STATIC_METADATA_NAMESPACE``), so ``{version: v2}`` is served as
@@ -29,7 +33,16 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictInt, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 from watchfiles import awatch
 
 from xds_server.model.inventory import Endpoint, Health, Inventory, Service
@@ -52,6 +65,16 @@ class _EndpointSpec(BaseModel):
     health: Health = Health.HEALTHY
     zone: StrictStr = ""
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    #: The instance's mesh sidecar: its public (mutual TLS) port, and its address when it is
+    #: not the instance's own. It becomes one of the service's ``mesh_endpoints``.
+    sidecar_port: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
+    sidecar_address: Annotated[StrictStr, Field(min_length=1)] | None = None
+
+    @model_validator(mode="after")
+    def _address_needs_port(self) -> _EndpointSpec:
+        if self.sidecar_address is not None and self.sidecar_port is None:
+            raise ValueError("sidecar_address needs sidecar_port")
+        return self
 
 
 class _ServiceSpec(BaseModel):
@@ -157,8 +180,42 @@ def _service(name: str, spec: _ServiceSpec, root: yaml.Node | None, file: Path) 
                 metadata=metadata,
             )
         )
-    endpoints.sort(key=lambda e: (e.priority, e.zone, e.address, e.port))
-    return Service(name, tuple(endpoints))
+    return Service(name, _sorted(endpoints), _mesh_endpoints(name, spec, root, file))
+
+
+def _mesh_endpoints(
+    name: str, spec: _ServiceSpec, root: yaml.Node | None, file: Path
+) -> tuple[Endpoint, ...]:
+    """Each endpoint's sidecar (``sidecar_port``) with the endpoint's health, weight and zone."""
+    seen: set[tuple[str, int]] = set()
+    mesh = []
+    for i, ep in enumerate(spec.endpoints):
+        if ep.sidecar_port is None:
+            continue
+        address = ep.sidecar_address or ep.address
+        key = (_normalise_address(address), ep.sidecar_port)
+        if key in seen:
+            line = _line_of(root, ("services", name, "endpoints", i, "sidecar_port"))
+            raise RegistryError(
+                file,
+                f"services.{name}.endpoints[{i}].sidecar_port: duplicate sidecar {key[0]}:{key[1]}",
+                line,
+            )
+        seen.add(key)
+        mesh.append(
+            Endpoint(
+                address=address,
+                port=ep.sidecar_port,
+                weight=ep.weight,
+                health=ep.health,
+                zone=ep.zone,
+            )
+        )
+    return _sorted(mesh)
+
+
+def _sorted(endpoints: list[Endpoint]) -> tuple[Endpoint, ...]:
+    return tuple(sorted(endpoints, key=lambda e: (e.priority, e.zone, e.address, e.port)))
 
 
 def _normalise_address(address: str) -> str:
