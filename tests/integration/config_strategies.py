@@ -7,20 +7,29 @@ property over them covers the model's whole accepted space, not a hand-picked co
 from __future__ import annotations
 
 import atexit
+import datetime
 import shutil
 import string
 import tempfile
+from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from hypothesis import strategies as st
 
 from xds_server.model import Endpoint, Health, Inventory, Service
 from xds_server.model.duration import Duration
+from xds_server.model.mesh import spiffe_id
 from xds_server.model.regex import re2_error
 from xds_server.model.retry import RetryOn
 from xds_server.model.tls import CIPHER_SUITES
+from xds_server.model.workload import Identities, WorkloadIdentity
 
 SERVICES = ("api", "api-v2", "web", "Catalog.v1", "shadow_2")
 HOSTNAMES = ("*", "example.com", "*.example.com", "a.example.com", "b.a.example.com", "10.0.0.1")
@@ -777,3 +786,194 @@ def inventories(draw: st.DrawFn) -> Inventory:
     for name in draw(st.lists(st.sampled_from(SERVICES), unique=True)):
         services[name] = Service(name, tuple(draw(st.lists(endpoints, max_size=3))))
     return Inventory.of(services)
+
+
+# -- The mesh ------------------------------------------------------------------------------
+
+MESH_SERVICES = ("api", "web", "billing", "db")
+_MESH_EPOCH = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+
+
+@cache
+def mesh_certificate() -> tuple[str, str]:
+    """One real ECDSA P-256 certificate and key (PEM), self-signed with a SPIFFE URI SAN,
+    made once: it stands for every identity and the whole trust bundle (Envoy checks that
+    they load, not who signed what). Fixed dates, far apart: no clock in what tests build."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mesh test")])
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(_MESH_EPOCH)
+        .not_valid_after(_MESH_EPOCH + datetime.timedelta(days=36500))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(spiffe_id("mesh.local", "test"))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return (
+        certificate.public_bytes(serialization.Encoding.PEM).decode(),
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ).decode(),
+    )
+
+
+def mesh_identities(services: Iterable[str], trust_domain: str = "mesh.local") -> Identities:
+    """An identity for each of ``services`` (all with the one test certificate)."""
+    chain, key = mesh_certificate()
+    return Identities(
+        by_service=MappingProxyType(
+            {
+                service: WorkloadIdentity(
+                    service=service,
+                    spiffe_id=spiffe_id(trust_domain, service),
+                    certificate_chain=chain,
+                    private_key=key,
+                    serial="01",
+                    not_before=_MESH_EPOCH,
+                    not_after=_MESH_EPOCH + datetime.timedelta(days=1),
+                )
+                for service in services
+            }
+        ),
+        trust_bundle=(chain,),
+    )
+
+
+MESH_PROTOCOLS = ("http", "http2", "grpc", "tcp")
+METHODS = ("GET", "POST", "PUT", "DELETE")
+
+
+@st.composite
+def http_permissions(draw: st.DrawFn) -> dict[str, Any]:
+    path = draw(st.sampled_from(["path_exact", "path_prefix", None]))
+    return compact(
+        **({path: draw(paths)} if path is not None else {}),
+        methods=draw(optional(st.lists(st.sampled_from(METHODS), min_size=1, unique=True))),
+        headers=draw(
+            optional(
+                st.lists(
+                    st.fixed_dictionaries(
+                        {"name": st.sampled_from(["x-user", "x-tenant"])},
+                        optional={"exact": st.sampled_from(["a", "b"])},
+                    ).map(lambda h: h if "exact" in h else {**h, "present": True}),
+                    min_size=1,
+                    max_size=2,
+                )
+            )
+        ),
+    )
+
+
+@st.composite
+def mesh_documents(draw: st.DrawFn, taken_ports: frozenset[int]) -> list[dict[str, Any]]:
+    """A ``Mesh``, sidecars for some of ``MESH_SERVICES`` (each with upstreams) and
+    intentions between them; every listener port distinct and not in ``taken_ports``
+    (validation bootstraps put every group's listeners into one Envoy, and an application
+    listens on its sidecar's host)."""
+    services = draw(st.lists(st.sampled_from(MESH_SERVICES), min_size=1, unique=True))
+    protocols = {s: draw(st.sampled_from(MESH_PROTOCOLS)) for s in services}
+    upstreams = {
+        s: draw(st.lists(st.sampled_from([u for u in MESH_SERVICES if u != s]), unique=True))
+        for s in services
+    }
+    wanted = 2 * len(services) + sum(len(u) for u in upstreams.values())
+    free = st.integers(1024, 65535).filter(lambda port: port not in taken_ports)
+    ports = iter(draw(st.lists(free, min_size=wanted, max_size=wanted, unique=True)))
+    result = [
+        {
+            "kind": "Mesh",
+            "name": "mesh",
+            "spec": compact(
+                trust_domain=draw(optional(st.sampled_from(["mesh.local", "corp.example.com"]))),
+                mtls=draw(optional(st.sampled_from(["strict", "permissive"]))),
+                default_action=draw(optional(st.sampled_from(["allow", "deny"]))),
+                certificate_ttl=draw(optional(st.sampled_from(["1m", "1h", "24h"]))),
+            ),
+        }
+    ]
+    for service in services:
+        inbound = compact(
+            port=next(ports),
+            local_address=draw(optional(st.sampled_from(["127.0.0.1", "10.0.0.7", "::1"]))),
+            local_port=next(ports),  # the application's port: taken on the host too
+            protocol=protocols[service],
+        )
+        result.append(
+            {
+                "kind": "Sidecar",
+                "name": service,
+                "spec": compact(
+                    groups=draw(
+                        optional(
+                            st.lists(
+                                st.sampled_from([service, f"{service}-b", *GROUPS]),
+                                min_size=1,
+                                unique=True,
+                            )
+                        )
+                    ),
+                    inbound=inbound,
+                    upstreams=[
+                        {
+                            "service": upstream,
+                            "local_port": next(ports),
+                            "protocol": protocols.get(
+                                upstream, draw(st.sampled_from(MESH_PROTOCOLS))
+                            ),
+                        }
+                        for upstream in upstreams[service]
+                    ],
+                ),
+            }
+        )
+    pairs = draw(
+        st.lists(
+            st.tuples(st.sampled_from(["*", *MESH_SERVICES]), st.sampled_from(services)).filter(
+                lambda pair: pair[0] != pair[1]
+            ),
+            unique=True,
+            max_size=6,
+        )
+    )
+    for index, (source, destination) in enumerate(pairs):
+        spec: dict[str, Any] = {"source": source, "destination": destination}
+        if protocols[destination] != "tcp" and draw(st.booleans()):
+            spec["permissions"] = draw(
+                st.lists(
+                    st.fixed_dictionaries(
+                        {"action": st.sampled_from(["allow", "deny"]), "http": http_permissions()}
+                    ),
+                    min_size=1,
+                    max_size=3,
+                )
+            )
+        else:
+            spec["action"] = draw(st.sampled_from(["allow", "deny"]))
+        result.append({"kind": "Intention", "name": f"i{index}", "spec": spec})
+    return result
+
+
+def listener_ports(raws: list[dict[str, Any]]) -> frozenset[int]:
+    return frozenset(raw["spec"]["port"] for raw in raws if raw["kind"] == "Listener")
+
+
+@st.composite
+def mesh_inventories(draw: st.DrawFn) -> Inventory:
+    """``inventories()`` with sidecars (mesh endpoints) for some of ``MESH_SERVICES``."""
+    inventory = draw(inventories())
+    for name in draw(st.lists(st.sampled_from(MESH_SERVICES), unique=True)):
+        found = inventory.get(name) or Service(name)
+        sidecars = tuple(draw(st.lists(endpoints, max_size=3)))
+        inventory = inventory.with_service(Service(name, found.endpoints, sidecars))
+    return inventory

@@ -15,11 +15,20 @@ from typing import Any
 import pytest
 import yaml
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
-from tests.integration.config_strategies import documents, inventories
+from tests.integration.config_strategies import (
+    documents,
+    inventories,
+    listener_ports,
+    mesh_documents,
+    mesh_identities,
+    mesh_inventories,
+)
 from tests.integration.envoy_static import envoy_binary, envoy_validate, static_bootstrap
 from xds_server.model import Config, Inventory, validate_config
-from xds_server.model.inventory import Endpoint, Service
+from xds_server.model.inventory import Endpoint, Health, Service
+from xds_server.model.workload import Identities
 from xds_server.translate import Translation, translate
 
 pytestmark = [
@@ -111,3 +120,124 @@ def test_every_valid_config_is_accepted_by_envoy(
     report = validate_config(config, inventory)
     assert report.ok, report.errors
     assert_envoy_accepts(translate(inventory, config), yaml.safe_dump(raws))
+
+
+@st.composite
+def meshes(draw: st.DrawFn) -> tuple[list[dict[str, Any]], Identities]:
+    """An edge config with a mesh beside it, and identities for some of its sidecars."""
+    raws = draw(documents())
+    mesh = draw(mesh_documents(listener_ports(raws)))
+    sidecars = [raw["name"] for raw in mesh if raw["kind"] == "Sidecar"]
+    issued = draw(st.lists(st.sampled_from(sidecars), unique=True, min_size=1))
+    trust_domain = mesh[0]["spec"].get("trust_domain", "mesh.local")
+    return [*raws, *mesh], mesh_identities(issued, trust_domain)
+
+
+@settings(
+    max_examples=int(os.environ.get("XDS_TEST_ENVOY_EXAMPLES", "25")),
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(drawn=meshes(), inventory=mesh_inventories())
+def test_every_valid_mesh_is_accepted_by_envoy(
+    drawn: tuple[list[dict[str, Any]], Identities], inventory: Inventory
+) -> None:
+    raws, identities = drawn
+    config = config_of(raws)
+    report = validate_config(config, inventory)
+    assert report.ok, report.errors
+    translation = translate(inventory, config, identities)
+    for service in identities.by_service:
+        assert any(  # the property is about mesh resources: make sure there are some
+            f"mesh/identity/{service}" in {s.name for s in group.secrets}  # type: ignore[attr-defined]
+            for group in translation.groups.values()
+        )
+    assert_envoy_accepts(translation, yaml.safe_dump(raws))
+
+
+def test_a_hand_built_mesh_is_accepted_by_envoy() -> None:
+    """Every mesh feature at once: http, grpc and tcp sidecars, permissive mTLS, L7
+    permissions, a service policy on an upstream."""
+    raws: list[dict[str, Any]] = [
+        {"kind": "Mesh", "name": "mesh", "spec": {"mtls": "permissive"}},
+        {
+            "kind": "Sidecar",
+            "name": "frontend",
+            "spec": {
+                "inbound": {"port": 21000, "local_port": 8080},
+                "upstreams": [
+                    {"service": "api", "local_port": 9191},
+                    {"service": "db", "local_port": 5432, "protocol": "tcp"},
+                ],
+            },
+        },
+        {
+            "kind": "Sidecar",
+            "name": "api",
+            "spec": {
+                "groups": ["api-a", "api-b"],
+                "inbound": {"port": 21001, "local_port": 8081, "protocol": "grpc"},
+            },
+        },
+        {
+            "kind": "Sidecar",
+            "name": "db",
+            "spec": {"inbound": {"port": 21002, "local_port": 5433, "protocol": "tcp"}},
+        },
+        {
+            "kind": "ServicePolicy",
+            "name": "api",
+            "spec": {
+                "load_balancing": {"policy": "ring_hash", "hash_policies": [{"header": "x-user"}]},
+                "circuit_breakers": {"max_requests": 100},
+                "outlier_detection": {"consecutive_5xx": 3},
+            },
+        },
+        {
+            "kind": "Intention",
+            "name": "fe-api",
+            "spec": {
+                "source": "frontend",
+                "destination": "api",
+                "permissions": [
+                    {"action": "deny", "http": {"path_prefix": "/admin"}},
+                    {
+                        "action": "allow",
+                        "http": {
+                            "path_exact": "/public",
+                            "methods": ["GET", "HEAD"],
+                            "headers": [{"name": "x-tenant", "exact": "a"}],
+                        },
+                    },
+                ],
+            },
+        },
+        {
+            "kind": "Intention",
+            "name": "all-api",
+            "spec": {"source": "*", "destination": "api", "action": "allow"},
+        },
+        {
+            "kind": "Intention",
+            "name": "fe-db",
+            "spec": {"source": "frontend", "destination": "db", "action": "allow"},
+        },
+    ]
+    inventory = Inventory.of(
+        {
+            "api": Service(
+                "api",
+                (Endpoint("10.0.0.1", 8081),),
+                mesh_endpoints=(
+                    Endpoint("10.0.0.1", 21001),
+                    Endpoint("10.0.0.2", 21001, health=Health.UNHEALTHY),
+                ),
+            ),
+            "db": Service("db", mesh_endpoints=(Endpoint("10.0.0.3", 21002),)),
+        }
+    )
+    config = config_of(raws)
+    translation = translate(inventory, config, mesh_identities(("frontend", "api", "db")))
+    assert sorted(translation.groups) == ["api-a", "api-b", "db", "frontend"]
+    assert_envoy_accepts(translation, "hand-built mesh")

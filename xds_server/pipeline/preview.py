@@ -8,6 +8,7 @@ from typing import Any
 from xds_server.cache.snapshot import resource_name
 from xds_server.model.config import Config
 from xds_server.model.inventory import Inventory
+from xds_server.model.workload import NO_IDENTITIES, Identities
 from xds_server.translate import ProxyResources, translate
 
 #: The group key for "every proxy group not named by a listener".
@@ -31,10 +32,16 @@ def _diff(before: ProxyResources | None, after: ProxyResources | None) -> dict[s
     }
 
 
-def envoy_changes(inventory: Inventory, before: Config, after: Config) -> dict[str, Any]:
-    """Per proxy group, the Envoy resources (``Cluster/web``…) created, updated and deleted."""
-    old = translate(inventory, before)
-    new = translate(inventory, after)
+def envoy_changes(
+    inventory: Inventory,
+    before: Config,
+    after: Config,
+    identities: Identities = NO_IDENTITIES,
+) -> dict[str, Any]:
+    """Per proxy group, the Envoy resources (``Cluster/web``…) created, updated and deleted,
+    both configs translated with the current ``identities``."""
+    old = translate(inventory, before, identities)
+    new = translate(inventory, after, identities)
     groups: dict[str, Any] = {ALL_GROUPS: _diff(old.default, new.default)}
     for group in sorted(set(old.groups) | set(new.groups)):
         groups[group] = _diff(
@@ -44,8 +51,18 @@ def envoy_changes(inventory: Inventory, before: Config, after: Config) -> dict[s
     return {"groups": changed}
 
 
-def preview_for(inventory: Callable[[], Inventory]) -> Callable[[Config, Config], dict[str, Any]]:
+def _no_identities() -> Identities:
+    return NO_IDENTITIES
+
+
+def preview_for(
+    inventory: Callable[[], Inventory],
+    identities: Callable[[], Identities] = _no_identities,
+) -> Callable[[Config, Config], dict[str, Any]]:
+    """``identities`` gives the mesh CA's current certificates (the preview translates with
+    them, so a new ``Sidecar`` shows the listeners it would get)."""
+
     def preview(before: Config, after: Config) -> dict[str, Any]:
-        return envoy_changes(inventory(), before, after)
+        return envoy_changes(inventory(), before, after, identities())
 
     return preview

@@ -18,6 +18,7 @@ from xds_server.cache.snapshot import Snapshot
 from xds_server.cache.snapshot_cache import SnapshotCache
 from xds_server.model.config import Config
 from xds_server.model.inventory import Inventory
+from xds_server.model.workload import NO_IDENTITIES, Identities
 from xds_server.runtime.debounce import Debouncer
 
 log = logging.getLogger("xds_server.pipeline")
@@ -53,17 +54,19 @@ class SnapshotPipeline:
     def __init__(
         self,
         cache: SnapshotCache,
-        translate: Callable[[Inventory, Config], Translation],
+        translate: Callable[[Inventory, Config, Identities], Translation],
         inventory: Inventory,
         config: Config,
         debounce: float = 0.1,
         max_delay: float = 1.0,
         on_build: Callable[[BuildResult], None] | None = None,
+        identities: Identities = NO_IDENTITIES,
     ) -> None:
         self.cache = cache
         self._translate = translate
         self.inventory = inventory
         self.config = config
+        self.identities = identities
         self._debouncer = Debouncer(debounce, max_delay)
         self._on_build = on_build
 
@@ -73,6 +76,11 @@ class SnapshotPipeline:
 
     def set_config(self, config: Config) -> None:
         self.config = config
+        self._debouncer.poke()
+
+    def set_identities(self, identities: Identities) -> None:
+        """The mesh CA issued or re-issued certificates (or rotated its root)."""
+        self.identities = identities
         self._debouncer.poke()
 
     def build_now(self) -> BuildResult | None:
@@ -86,7 +94,7 @@ class SnapshotPipeline:
         started = time.perf_counter()
         error: str | None = None
         try:
-            translation = self._translate(self.inventory, self.config)
+            translation = self._translate(self.inventory, self.config, self.identities)
             state = self.cache.state
             default = _build(translation.default.messages(), state.default)
             groups: dict[str, Snapshot] = {}

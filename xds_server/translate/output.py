@@ -27,6 +27,26 @@ class ProxyResources:
         """All of them, in push order (clusters, endpoints, listeners, routes, secrets)."""
         return self.clusters + self.endpoints + self.listeners + self.routes + self.secrets
 
+    def merged(self, other: ProxyResources) -> ProxyResources:
+        """These and ``other``'s resources, each tuple sorted by name again (the names of
+        the two must not overlap: edge and mesh resource names cannot)."""
+        return ProxyResources(
+            clusters=_by_name(self.clusters + other.clusters),
+            endpoints=_by_name(self.endpoints + other.endpoints),
+            listeners=_by_name(self.listeners + other.listeners),
+            routes=_by_name(self.routes + other.routes),
+            secrets=_by_name(self.secrets + other.secrets),
+        )
+
+
+def resource_name(message: Message) -> str:
+    """A resource's name (an endpoint assignment's is its ``cluster_name``)."""
+    return str(getattr(message, "name", "") or getattr(message, "cluster_name", ""))
+
+
+def _by_name(messages: tuple[Message, ...]) -> tuple[Message, ...]:
+    return tuple(sorted(messages, key=resource_name))
+
 
 def _no_groups() -> Mapping[str, ProxyResources]:
     return MappingProxyType({})
@@ -36,7 +56,8 @@ def _no_groups() -> Mapping[str, ProxyResources]:
 class Translation:
     #: For every proxy group not named in any listener's ``groups``.
     default: ProxyResources = ProxyResources()
-    #: For each group named by some listener's ``groups`` (sorted by group name).
+    #: For each group named by some listener's ``groups``, and each group of a mesh sidecar
+    #: (sorted by group name).
     groups: Mapping[str, ProxyResources] = field(default_factory=_no_groups)
 
     def for_group(self, group: str) -> ProxyResources:

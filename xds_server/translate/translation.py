@@ -1,4 +1,5 @@
-"""``translate(inventory, config)``: the whole operator config -> Envoy resources per group.
+"""``translate(inventory, config, identities)``: the whole operator config (and the mesh's
+workload identities) -> Envoy resources per group.
 
 Pure and deterministic: no I/O, no clock, every tuple sorted by resource name. Each
 listener, cluster, endpoint assignment and secret is built by a cached per-item function
@@ -11,6 +12,10 @@ TLS that cannot be set up as written (a policy or certificate missing or of the 
 validation refuses such writes, so only a store edited behind the API's back has them)
 fails closed: an https listener is left out, and a service is sent no instances (503)
 rather than spoken to without the TLS it asks for.
+
+With a ``Mesh`` document, each group that fronts a mesh service also gets that service's
+sidecar resources (see ``mesh``), merged into its edge resources; without one, nothing
+changes.
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ from xds_server.model.inventory import Inventory, Service
 from xds_server.model.listener import ListenerProtocol
 from xds_server.model.route import RouteSpec
 from xds_server.model.tls import DownstreamTls, UpstreamTls
+from xds_server.model.workload import NO_IDENTITIES, Identities
 from xds_server.translate.auth import jwks_cluster, jwks_tls
 from xds_server.translate.clusters import cluster
 from xds_server.translate.edge import EdgeFilters
 from xds_server.translate.endpoints import empty_load_assignment, load_assignment
 from xds_server.translate.groups import listeners_of, named_groups
 from xds_server.translate.listeners import listener
+from xds_server.translate.mesh import mesh_resources
 from xds_server.translate.output import ProxyResources, Translation
 from xds_server.translate.routes import (
     EnvoyRoute,
@@ -250,14 +257,21 @@ class _Translator:
         )
 
 
-def translate(inventory: Inventory, config: Config) -> Translation:
-    """Envoy resources for every proxy group (see ``Translation``)."""
+def translate(
+    inventory: Inventory, config: Config, identities: Identities = NO_IDENTITIES
+) -> Translation:
+    """Envoy resources for every proxy group (see ``Translation``); ``identities`` are the
+    mesh CA's certificates (see ``mesh``: a group that fronts a mesh service also gets its
+    sidecar resources)."""
     translator = _Translator(inventory, config)
     default_listeners = listeners_of(config, None)
     default = translator.resources(default_listeners)
+    mesh = mesh_resources(inventory, config, identities)
     groups: dict[str, ProxyResources] = {}
-    for group in named_groups(config):
+    for group in sorted({*named_groups(config), *mesh}):
         names = listeners_of(config, group)
-        groups[group] = default if names == default_listeners else translator.resources(names)
+        edge = default if names == default_listeners else translator.resources(names)
+        sidecar = mesh.get(group)
+        groups[group] = edge if sidecar is None else edge.merged(sidecar)
     groups_view: Mapping[str, ProxyResources] = MappingProxyType(groups)
     return Translation(default=default, groups=groups_view)

@@ -1,0 +1,117 @@
+"""A sidecar's outbound side: per upstream, a listener on ``127.0.0.1:<local_port>`` and
+the cluster ``mesh/<upstream>`` of the upstream's sidecars.
+
+The cluster is the upstream's edge cluster (load balancing, circuit breakers, outlier
+detection from its ``ServicePolicy``) with the mesh's mutual TLS instead of the policy's
+TLS: the caller's identity as client certificate, and the server must be exactly the
+upstream's SPIFFE ID. Active health checks are left out: they would have to pass the
+upstream's intentions, and the registry already reports each sidecar's health. The route
+sends everything to the cluster with the service policy's hash policies, as an edge route
+to that service would.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Final
+
+from envoy.config.cluster.v3 import cluster_pb2
+from envoy.config.core.v3 import address_pb2
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from google.protobuf.message import Message
+
+from xds_server.model.identity import IdentityMemo
+from xds_server.model.inventory import Service
+from xds_server.model.mesh import MeshProtocol, Upstream, spiffe_id
+from xds_server.model.route import Backend, Match, Rule
+from xds_server.model.service_policy import ServicePolicySpec, UpstreamProtocol
+from xds_server.translate.actions import route_action
+from xds_server.translate.clusters import cluster
+from xds_server.translate.endpoints import load_assignment
+from xds_server.translate.listeners import HTTP_CONNECTION_MANAGER
+from xds_server.translate.mesh.identities import outbound_socket
+from xds_server.translate.mesh.inbound import http_manager, tcp_proxy
+from xds_server.translate.mesh.names import (
+    outbound_listener_name,
+    upstream_cluster_name,
+    upstream_sni,
+)
+from xds_server.translate.protos import pack
+
+_PROTOCOL: Final = {
+    MeshProtocol.HTTP: UpstreamProtocol.HTTP1,
+    MeshProtocol.HTTP2: UpstreamProtocol.HTTP2,
+    MeshProtocol.GRPC: UpstreamProtocol.GRPC,
+    MeshProtocol.TCP: UpstreamProtocol.HTTP1,  # no HTTP options at all
+}
+
+
+@lru_cache(maxsize=8192)
+def outbound_listener(
+    service: str, upstream: Upstream, policy: ServicePolicySpec | None
+) -> Message:
+    """The listener ``service``'s application calls ``upstream`` through."""
+    name = outbound_listener_name(service, upstream.service)
+    target = upstream_cluster_name(upstream.service)
+    if upstream.protocol.is_http:
+        manager = http_manager(name, target, [], inbound=False)
+        rule = Rule(backends=(Backend(service=upstream.service),))
+        policies = {upstream.service: policy} if policy is not None else {}
+        action = route_action(rule, Match(), {}, policies)
+        action.cluster = target
+        manager.route_config.virtual_hosts[0].routes[0].route.CopyFrom(action)
+        filters = [
+            listener_components_pb2.Filter(name=HTTP_CONNECTION_MANAGER, typed_config=pack(manager))
+        ]
+    else:
+        filters = [tcp_proxy(name, target)]
+    result: Message = listener_pb2.Listener(
+        name=name,
+        address=address_pb2.Address(
+            socket_address=address_pb2.SocketAddress(
+                address="127.0.0.1", port_value=upstream.local_port
+            )
+        ),
+        filter_chains=[listener_components_pb2.FilterChain(filters=filters)],
+    )
+    return result
+
+
+@lru_cache(maxsize=8192)
+def upstream_cluster(
+    service: str,
+    upstream: str,
+    protocol: MeshProtocol,
+    policy: ServicePolicySpec | None,
+    trust_domain: str,
+) -> Message:
+    """``upstream``'s sidecars, reached with ``service``'s identity."""
+    base = (policy or ServicePolicySpec()).model_copy(
+        update={"protocol": _PROTOCOL[protocol], "health_check": None, "tls_policy": None}
+    )
+    result = cluster_pb2.Cluster()
+    result.CopyFrom(cluster(upstream_cluster_name(upstream), base))
+    result.transport_socket.CopyFrom(
+        outbound_socket(
+            service,
+            spiffe_id(trust_domain, upstream),
+            upstream_sni(trust_domain, upstream),
+            protocol,
+        )
+    )
+    message: Message = result
+    return message
+
+
+def upstream_assignment(service: Service | None, upstream: str) -> Message:
+    """The ``ClusterLoadAssignment`` of ``mesh/<upstream>``: its sidecars' public ports,
+    with their instances' health (none while the upstream has no registry entry)."""
+    return _by_identity(service if service is not None else Service(upstream))
+
+
+def _assignment(service: Service) -> Message:
+    return load_assignment(Service(upstream_cluster_name(service.name), service.mesh_endpoints))
+
+
+#: Looked up by the identity of the registry's ``Service`` first, as ``endpoints`` does.
+_by_identity: IdentityMemo[Service, Message] = IdentityMemo(_assignment)
