@@ -437,3 +437,19 @@ def test_events_follows_the_event_stream(cli: Cli, server: ServerProcess) -> Non
     assert fields[2] == "snapshot" and "generation=1" in fields
     error = cli.fails("events", "--types", "bogus")
     assert "query.types: unknown event type(s) bogus" in error
+
+
+def test_the_one_mesh_document_has_no_name_to_give(cli: Cli, tmp_path: Path) -> None:
+    file = tmp_path / "mesh.yaml"
+    file.write_text("kind: Mesh\nname: mesh\nspec: {trust_domain: cli.example.com}\n")
+    assert "Mesh/mesh created" in cli.ok("apply", "-f", str(file))
+    try:
+        shown = json.loads(cli.ok("get", "mesh", "-o", "json"))
+        assert shown["kind"] == "Mesh" and shown["spec"]["trust_domain"] == "cli.example.com"
+        assert json.loads(cli.ok("get", "mesh", "mesh", "-o", "json"))["name"] == "mesh"
+        assert "one Mesh, named 'mesh'" in cli.fails("get", "mesh", "other", code=2)
+        assert "mesh" in cli.ok("get", "mesh")  # the table
+    finally:
+        assert cli.ok("delete", "mesh").startswith("Mesh/mesh deleted")
+    assert "(404)" in cli.fails("get", "mesh")
+    assert "give its name" in cli.fails("delete", "route", code=2)

@@ -102,7 +102,20 @@ def _documents() -> dict[str, dict[str, Any]]:
             "name": "rl",
             "spec": {"requests": 10},
         },
+        "sidecars": {
+            "kind": "Sidecar",
+            "name": "web",
+            "spec": {"inbound": {"port": 20000, "local_port": 18080}},
+        },
+        "intentions": {
+            "kind": "Intention",
+            "name": "api-to-web",
+            "spec": {"source": "api", "destination": "web", "action": "allow"},
+        },
     }
+
+
+MESH = {"kind": "Mesh", "name": "mesh", "spec": {"trust_domain": "mesh.test"}}
 
 
 def v1_routes(app: FastAPI) -> set[tuple[str, str]]:
@@ -135,6 +148,7 @@ async def test_every_v1_route_needs_a_token_and_a_write_token_to_write(api: Auth
     by_segment = {segment: doc for segment, doc in docs.items()}
     # Requests in an order that makes each succeed: create the referenced documents first.
     plan: list[tuple[str, str, str, Any]] = []  # (method, template, concrete path, json)
+    plan.append(("PUT", "/v1/mesh", "/v1/mesh", MESH))
     for segment in (
         "listeners",
         "retry-policies",
@@ -142,23 +156,29 @@ async def test_every_v1_route_needs_a_token_and_a_write_token_to_write(api: Auth
         "certificates",
         "auth-policies",
         "rate-limit-policies",
+        "sidecars",
+        "intentions",
     ):
         doc = by_segment[segment]
         plan.append(("PUT", f"/v1/{segment}/{{name}}", f"/v1/{segment}/{doc['name']}", doc))
     tls = by_segment["tls-policies"]
     plan.append(("PUT", "/v1/tls-policies/{name}", f"/v1/tls-policies/{tls['name']}", tls))
     plan.append(("PUT", "/v1/routes/{name}", "/v1/routes/web", by_segment["routes"]))
+    before_apply = len(plan)  # each PUT so far made one revision
     plan.append(("POST", "/v1/apply", "/v1/apply", [route("web", hostnames=["a.example"])]))
     for segment, doc in docs.items():
         plan.append(("GET", f"/v1/{segment}", f"/v1/{segment}", None))
         plan.append(("GET", f"/v1/{segment}/{{name}}", f"/v1/{segment}/{doc['name']}", None))
     plan += [
+        ("GET", "/v1/mesh", "/v1/mesh", None),
         ("GET", "/v1/history", "/v1/history", None),
         ("GET", "/v1/proxies", "/v1/proxies", None),
-        ("POST", "/v1/rollback", "/v1/rollback", {"revision": 8}),
+        ("POST", "/v1/rollback", "/v1/rollback", {"revision": before_apply}),
         ("DELETE", "/v1/routes/{name}", "/v1/routes/web", None),
     ]
     for segment in (
+        "intentions",
+        "sidecars",
         "tls-policies",
         "certificates",
         "retry-policies",
@@ -169,6 +189,7 @@ async def test_every_v1_route_needs_a_token_and_a_write_token_to_write(api: Auth
         doc = by_segment[segment]
         plan.append(("DELETE", f"/v1/{segment}/{{name}}", f"/v1/{segment}/{doc['name']}", None))
     plan.append(("DELETE", "/v1/listeners/{name}", "/v1/listeners/public", None))
+    plan.append(("DELETE", "/v1/mesh", "/v1/mesh", None))
     planned = {(method, template) for method, template, _, _ in plan}
     # Other reads (proxies, events): no proxy is connected, so one by name is a 404.
     absent: set[str] = set()

@@ -304,3 +304,40 @@ async def test_csds_and_the_rest_api_redact_alike(xds: XdsHarness, api: httpx.As
     for secret in ("MIIEvQIBADANBgkqhkiG9w0BAQEFAAS", "4321"):
         assert secret not in answer.text
         assert secret.encode() not in csds_bytes
+
+
+async def test_a_sidecar_shows_the_identity_it_holds(
+    xds: XdsHarness, api: httpx.AsyncClient
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from xds_server.mesh import generate_root, issue_leaf
+
+    now = datetime.now(UTC)
+    leaf = issue_leaf(
+        generate_root("mesh.test", now), "mesh.test", "api", now, timedelta(minutes=10)
+    )
+    identity = secret_pb2.Secret(
+        name="mesh/identity/api",
+        tls_certificate=common_pb2.TlsCertificate(
+            certificate_chain=base_pb2.DataSource(inline_string=leaf.certificate_chain),
+            private_key=base_pb2.DataSource(inline_string=leaf.private_key),
+        ),
+    )
+    xds.cache.set_snapshots(
+        Snapshot.build([r.cluster("web"), r.endpoints("web", 8081), identity, r.secret("token")])
+    )
+    client = SotwClient(xds.channel)
+    await client.request(SECRET, ["mesh/identity/api", "token"], node_=node("api-1", "api"))
+    await client.ack(await client.recv(), ["mesh/identity/api", "token"])
+    await client.request(CLUSTER)  # sentinel: the ACK above was read first
+    await client.recv()
+    answer = await api.get("/v1/proxies/api-1")
+    (held,) = answer.json()["identities"]
+    assert held["service"] == "api"
+    assert held["spiffe_id"] == "spiffe://mesh.test/service/api"
+    assert held["serial"].replace(":", "").lower().lstrip("0") == leaf.serial.lstrip("0")
+    assert held["not_after"].startswith(leaf.not_after.strftime("%Y-%m-%dT%H:%M"))
+    assert "PRIVATE KEY" not in answer.text
+    listed = (await api.get("/v1/proxies")).json()["items"]
+    assert [p["node_id"] for p in listed] == ["api-1"]

@@ -133,12 +133,87 @@ def test_bootstrap_requires_the_node_and_group(capsys: pytest.CaptureFixture[str
     assert code == 2 and "--node-id" in err
 
 
+def test_a_sidecar_bootstrap_is_the_bootstrap_of_its_service_group(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    printed = printed_bootstrap(capsys, "--sidecar", "api", "--node-id", "api-1")
+    # Only the node and the admin port (Consul's sidecar default) differ from an edge's.
+    edge = printed_bootstrap(
+        capsys, "--node-id", "api-1", "--group", "api", "--admin", "127.0.0.1:19000"
+    )
+    assert printed == edge
+    assert printed["node"] == {"id": "api-1", "cluster": "api"}
+    assert printed["admin"]["address"]["socket_address"] == {
+        "address": "127.0.0.1",
+        "port_value": 19000,
+    }
+
+
+def test_a_sidecar_bootstrap_names_the_node_after_the_service_and_host(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: "node-7")
+    printed = printed_bootstrap(capsys, "--sidecar", "billing.v2", "--admin-port", "0")
+    assert printed["node"] == {"id": "billing.v2-sidecar-node-7", "cluster": "billing.v2"}
+    assert printed["admin"]["address"]["socket_address"]["port_value"] == 0
+    grouped = printed_bootstrap(capsys, "--sidecar", "billing", "--group", "billing-canary")
+    assert grouped["node"] == {"id": "billing-sidecar-node-7", "cluster": "billing-canary"}
+
+
+def test_a_sidecar_bootstrap_takes_the_edge_options(capsys: pytest.CaptureFixture[str]) -> None:
+    printed = printed_bootstrap(
+        capsys,
+        "--sidecar",
+        "api",
+        "--ads",
+        "xds.example.com:18000",
+        "--delta",
+        "--ca",
+        "/etc/xds/ca.pem",
+        "--cert",
+        "/etc/xds/api.pem",
+        "--key",
+        "/etc/xds/api-key.pem",
+        "--admin",
+        "127.0.0.1:19001",
+        "-o",
+        "yaml",
+    )
+    assert printed["dynamic_resources"]["ads_config"]["api_type"] == "DELTA_GRPC"
+    (cluster,) = printed["static_resources"]["clusters"]
+    assert cluster["transport_socket"]["typed_config"]["sni"] == "xds.example.com"
+    common = cluster["transport_socket"]["typed_config"]["common_tls_context"]
+    assert common["tls_certificates"][0]["private_key"] == {"filename": "/etc/xds/api-key.pem"}
+    assert printed["admin"]["address"]["socket_address"]["port_value"] == 19001
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--sidecar", "-api"], "--sidecar: '-api' is not a service name"),
+        (["--sidecar", "a b"], "--sidecar: 'a b' is not a service name"),
+        (["--sidecar", "api", "--group", "x/y"], "--group: 'x/y' is not a proxy group name"),
+        (["--sidecar", "api", "--admin", "nonsense"], "--admin: expected HOST:PORT"),
+        (["--group", "edge"], "--node-id: required (or --sidecar SERVICE)"),
+        (["--node-id", "edge-1"], "--group: required (or --sidecar SERVICE)"),
+    ],
+)
+def test_a_sidecar_bootstrap_refuses_unusable_options(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, out, err = run(capsys, "bootstrap", *argv)
+    assert code == 2 and out == ""
+    assert message in err
+
+
 def test_kinds_by_any_name() -> None:
     for spelling in ("routes", "route", "Route", "ROUTES"):
-        assert resolve_kind(spelling) == ("Route", "routes")
+        assert (resolve_kind(spelling).kind, resolve_kind(spelling).path) == ("Route", "routes")
     for spelling in ("retry-policies", "retry-policy", "RetryPolicy", "retrypolicies"):
-        assert resolve_kind(spelling) == ("RetryPolicy", "retry-policies")
-    assert resolve_kind("service_policies")[0] == "ServicePolicy"
+        info = resolve_kind(spelling)
+        assert (info.kind, info.path) == ("RetryPolicy", "retry-policies")
+    assert resolve_kind("service_policies").kind == "ServicePolicy"
+    assert resolve_kind("mesh").singleton == "mesh"  # one document, at /v1/mesh
 
 
 VALID = """\

@@ -13,6 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 
+from xds_server.admin.mesh_status import MeshStatusSource
 from xds_server.admin.routes.health import ReadinessCheck
 from xds_server.cache.snapshot_cache import SnapshotCache
 from xds_server.model import Config, Inventory
@@ -58,3 +59,6 @@ class AdminContext:
     #: Parses stored documents, remembering them; shared with the snapshot pipeline so that
     #: a document the API parsed is not parsed again for Envoy.
     parser: ConfigParser = field(default_factory=ConfigParser)
+    #: The mesh CA's state for ``GET /v1/mesh`` (CA subject, fingerprint and expiry, issued
+    #: identities with serial and expiry; never a key); None: no status is shown.
+    mesh_status: MeshStatusSource | None = None

@@ -40,7 +40,8 @@ def change_of(
 
 
 def document_for_put(kind: ResourceKind, name: str, values: list[Any]) -> AnyDocument:
-    """The one document of a ``PUT /v1/{kind.path}/{name}`` body.
+    """The one document of a ``PUT /v1/{kind.path}/{name}`` body (``PUT /v1/{kind.path}``
+    for a singleton kind, whose ``name`` is its one name).
 
     ``kind`` and ``name`` may be left out (the URL says them); when given, they must match.
     """
@@ -66,7 +67,11 @@ def document_for_put(kind: ResourceKind, name: str, values: list[Any]) -> AnyDoc
         )
         raise invalid(f"kind: {reason}", [item("kind", reason)])
     if body["name"] != name:
-        reason = f"{body['name']!r} does not match the name in the URL ({name!r})"
+        reason = (
+            f"{body['name']!r}: the {expected} document is always named {name!r}"
+            if kind.singleton is not None
+            else f"{body['name']!r} does not match the name in the URL ({name!r})"
+        )
         raise invalid(f"name: {reason}", [item("name", reason)])
     try:
         return parse_document(body)

@@ -5,6 +5,10 @@ the model's table, plus the kind's list filters, and ``redact`` for write-only f
 certificate's private key is accepted by ``PUT`` and never returned by any read, list,
 history entry or write result) and ``describe`` for read-only ``info``. A kind with none of
 these needs nothing here.
+
+A *singleton* kind (``Mesh``) has exactly one document, at ``/v1/{path}`` itself: no list and
+no names in its URLs (``singleton`` is the name it is stored under); its ``status`` is a
+read-only block that ``GET`` adds from a source the wiring injects.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import BaseModel
 
@@ -21,6 +25,7 @@ from xds_server.admin.certificates import (
     describe_certificate,
     redact_certificate,
 )
+from xds_server.admin.mesh_status import MeshStatus, MeshStatusSource
 from xds_server.model import (
     KINDS,
     AuthPolicySpec,
@@ -33,6 +38,10 @@ from xds_server.model import (
     TlsPolicySpec,
 )
 from xds_server.model import kind_named as model_kind_named
+from xds_server.model.mesh import IntentionSpec, SidecarSpec
+
+if TYPE_CHECKING:
+    from xds_server.admin.context import AdminContext
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +66,10 @@ class ResourceKind:
     #: Read-only ``info`` that reads add (computed from the stored spec), and its schema.
     describe: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None
     info_model: type[BaseModel] | None = None
+    #: Where ``GET`` finds the read-only ``status`` it adds (in the injected context), and its
+    #: schema.
+    status_source: Callable[[AdminContext], MeshStatusSource | None] | None = None
+    status_model: type[BaseModel] | None = None
 
     @property
     def kind(self) -> Kind:
@@ -65,6 +78,20 @@ class ResourceKind:
     @property
     def path(self) -> str:
         return self.info.path
+
+    @property
+    def singleton(self) -> str | None:
+        """The one document's name, for a kind that has exactly one (``/v1/{path}``)."""
+        return self.info.singleton
+
+    def url(self, name: str) -> str:
+        """Where the document ``name`` is read and written."""
+        return self.info.url(name)
+
+    def describe_missing(self, name: str) -> str:
+        if self.singleton is not None:
+            return f"no {self.kind.value} is configured (PUT /v1/{self.path} to create it)"
+        return f"there is no {self.kind.value} named {name!r}"
 
 
 def _route_has_listener(spec: RouteSpec, value: str) -> bool:
@@ -106,6 +133,24 @@ def _policy_on_listener(spec: AuthPolicySpec | RateLimitPolicySpec, value: str) 
     return value in spec.listeners
 
 
+def _sidecar_in_group(spec: SidecarSpec, value: str) -> bool:
+    # An empty ``groups`` means the group named like the service, which the spec does not
+    # know; such sidecars are found by name (GET /v1/sidecars/{service}).
+    return value in spec.groups
+
+
+def _sidecar_calls(spec: SidecarSpec, value: str) -> bool:
+    return any(upstream.service == value for upstream in spec.upstreams)
+
+
+def _intention_from(spec: IntentionSpec, value: str) -> bool:
+    return spec.source == value
+
+
+def _intention_to(spec: IntentionSpec, value: str) -> bool:
+    return spec.destination == value
+
+
 _ON_LISTENER: Final = ListFilter(
     "listener", "Only policies applying to every request of this listener.", _policy_on_listener
 )
@@ -142,6 +187,14 @@ _FILTERS: Final[Mapping[Kind, tuple[ListFilter, ...]]] = {
     ),
     Kind.AUTH_POLICY: (_ON_LISTENER,),
     Kind.RATE_LIMIT_POLICY: (_ON_LISTENER,),
+    Kind.SIDECAR: (
+        ListFilter("group", "Only sidecars listing this proxy group.", _sidecar_in_group),
+        ListFilter("upstream", "Only sidecars calling this service.", _sidecar_calls),
+    ),
+    Kind.INTENTION: (
+        ListFilter("source", "Only intentions from this source ('*' included).", _intention_from),
+        ListFilter("destination", "Only intentions to this service.", _intention_to),
+    ),
 }
 
 
@@ -155,7 +208,17 @@ def _with_extras(info: KindInfo) -> ResourceKind:
             describe=describe_certificate,
             info_model=CertificateInfo,
         )
+    if info.kind is Kind.MESH:
+        return ResourceKind(
+            info,
+            status_source=_mesh_status_source,
+            status_model=MeshStatus,
+        )
     return ResourceKind(info, filters)
+
+
+def _mesh_status_source(context: AdminContext) -> MeshStatusSource | None:
+    return context.mesh_status
 
 
 @cache

@@ -19,7 +19,9 @@ from pydantic import BaseModel, Field
 from xds_server.cache.redaction import redact, redacted_body
 from xds_server.cache.snapshot import Resource
 from xds_server.cache.snapshot_cache import SnapshotCache
-from xds_server.cache.types import PUSH_ORDER, SHORT_NAMES
+from xds_server.cache.types import PUSH_ORDER, SECRET, SHORT_NAMES
+from xds_server.model.mesh import IDENTITY_SECRET_PREFIX
+from xds_server.model.pki import PemError, certificate_summaries
 from xds_server.status import (
     ProxyStatus,
     StreamKind,
@@ -75,6 +77,19 @@ class ProxyView(BaseModel):
     )
     status: SyncStatus = Field(description="The worst status of its types.")
     types: dict[str, TypeStatusView] = Field(description="By short type name (CDS, EDS, …).")
+    identities: list[IdentityView] = Field(
+        default=[], description="Mesh identities it holds (sidecars; none for other proxies)."
+    )
+
+
+class IdentityView(BaseModel):
+    """A mesh workload identity the proxy holds (public facts of its certificate)."""
+
+    service: str
+    spiffe_id: str | None = Field(description="The certificate's URI SAN.")
+    serial: str = Field(description="Serial number, hex.")
+    not_after: str = Field(json_schema_extra={"format": "date-time"})
+    version: str = Field(description="The SDS secret's version the proxy holds.")
 
 
 class ProxyList(BaseModel):
@@ -148,7 +163,39 @@ def type_view(status: TypeStatus) -> dict[str, Any]:
     }
 
 
-def proxy_view(proxy: ProxyStatus) -> dict[str, Any]:
+def held_identities(proxy: ProxyStatus, cache: SnapshotCache) -> list[dict[str, Any]]:
+    """The mesh identities ``proxy`` holds: the ``mesh/identity/…`` secrets it was sent, at
+    the version it holds, while the current snapshot of its group still has that version."""
+    status = proxy.types.get(SECRET)
+    if status is None:
+        return []
+    present = cache.snapshot_for(proxy.group).of_type(SECRET)
+    found = []
+    for name, version in sorted(dict(status.held).items()):
+        resource = present.get(name)
+        if not name.startswith(IDENTITY_SECRET_PREFIX) or resource is None:
+            continue
+        if resource.version != version:
+            continue
+        chain = resource_json(resource).get("tls_certificate", {}).get("certificate_chain", {})
+        try:
+            (leaf, *_) = certificate_summaries(chain.get("inline_string", ""))
+        except (PemError, ValueError):
+            continue
+        spiffe = next((n[4:] for n in leaf.subject_alt_names if n.startswith("URI:")), None)
+        found.append(
+            {
+                "service": name.removeprefix(IDENTITY_SECRET_PREFIX),
+                "spiffe_id": spiffe,
+                "serial": leaf.serial_number,
+                "not_after": leaf.as_json()["not_after"],
+                "version": version,
+            }
+        )
+    return found
+
+
+def proxy_view(proxy: ProxyStatus, cache: SnapshotCache | None = None) -> dict[str, Any]:
     return {
         "node_id": proxy.node_id,
         "group": proxy.group,
@@ -161,6 +208,7 @@ def proxy_view(proxy: ProxyStatus) -> dict[str, Any]:
         "disconnected_at": _time(proxy.disconnected_at),
         "status": overall_status(proxy).value,
         "types": {short_name(s.type_url): type_view(s) for s in _ordered(proxy)},
+        "identities": held_identities(proxy, cache) if cache is not None else [],
     }
 
 

@@ -24,7 +24,7 @@ from xds_server.cli import serve as serve_command
 from xds_server.cli import store as store_command
 from xds_server.cli.client import DEFAULT_SERVER, ApiClient, CliError, error_item_line
 from xds_server.cli.files import read_documents
-from xds_server.model import KINDS
+from xds_server.model import KINDS, KindInfo
 
 HELP = """An xDS control plane for Envoy, and the command line of its REST API.
 
@@ -150,12 +150,13 @@ def _key(text: str) -> str:
     return text.replace("-", "").replace("_", "").lower()
 
 
-def resolve_kind(text: str) -> tuple[str, str]:
-    """``routes``, ``route``, ``Route`` → ``("Route", "routes")``; unknown → ``CliError``."""
+def resolve_kind(text: str) -> KindInfo:
+    """``routes``, ``route``, ``Route`` → the ``Route`` row of the kinds table; unknown →
+    ``CliError``."""
     wanted = _key(text)
     for info in KINDS:
         if wanted in {_key(info.kind.value), _key(info.path), _key(info.singular)}:
-            return info.kind.value, info.path
+            return info
     choices = ", ".join(info.path for info in KINDS)
     raise CliError([f"error: unknown kind {text!r}; expected one of {choices}"], code=2)
 
@@ -239,10 +240,14 @@ def get(
 ) -> None:
     """Show documents of one kind (all of them, or one by name)."""
     try:
-        path = resolve_kind(kind)[1]
+        info = resolve_kind(kind)
+        path = info.path
         api = client(ctx, server, token)
-        if name is not None:
-            documents = [api.json("GET", f"/v1/{path}/{_quote(name)}")]
+        if info.singleton is not None:
+            name = _singleton_name(info, name)
+            documents = [api.json("GET", info.url(name))]
+        elif name is not None:
+            documents = [api.json("GET", info.url(_quote(name)))]
         else:
             documents = list(_all_pages(api, f"/v1/{path}"))
     except CliError as error:
@@ -272,6 +277,14 @@ def get(
     )
 
 
+def _singleton_name(info: KindInfo, name: str | None) -> str:
+    """A one-document kind's name: the one it has, whether given or not."""
+    assert info.singleton is not None
+    if name not in (None, info.singleton):
+        raise CliError([f"error: there is one {info.kind.value}, named {info.singleton!r}"], code=2)
+    return info.singleton
+
+
 def _quote(name: str) -> str:
     from urllib.parse import quote
 
@@ -282,16 +295,21 @@ def _quote(name: str) -> str:
 def delete(
     ctx: typer.Context,
     kind: KindArgument,
-    name: Annotated[str, typer.Argument(help="The document's name.")],
+    name: Annotated[str | None, typer.Argument(help="The document's name (none for mesh).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check only; delete nothing.")] = False,
     server: ServerOption = None,
     token: TokenOption = None,
 ) -> None:
     """Delete one document (refused while others refer to it)."""
     try:
-        kind_name, path = resolve_kind(kind)
+        info = resolve_kind(kind)
+        kind_name = info.kind.value
+        if info.singleton is not None:
+            name = _singleton_name(info, name)
+        elif name is None:
+            raise CliError([f"error: which {info.singular}? give its name"], code=2)
         answer = client(ctx, server, token).request(
-            "DELETE", f"/v1/{path}/{_quote(name)}", query={"dry_run": dry_run or None}
+            "DELETE", info.url(_quote(name)), query={"dry_run": dry_run or None}
         )
     except CliError as error:
         raise fail(error) from None
@@ -466,7 +484,7 @@ def history(
 ) -> None:
     """Config history, newest revision first."""
     try:
-        kind_name = resolve_kind(kind)[0] if kind is not None else None
+        kind_name = resolve_kind(kind).kind.value if kind is not None else None
         page = client(ctx, server, token).json(
             "GET", "/v1/history", query={"kind": kind_name, "name": name, "limit": limit}
         )
@@ -558,15 +576,36 @@ def validate(filename: FileOption) -> None:
 
 @app.command()
 def bootstrap(
-    node_id: Annotated[str, typer.Option("--node-id", help="The Envoy's node id.")],
-    group: Annotated[str, typer.Option("--group", help="Its proxy group (node.cluster).")],
+    node_id: Annotated[
+        str | None,
+        typer.Option("--node-id", help="The Envoy's node id (a sidecar's: SERVICE-sidecar-HOST)."),
+    ] = None,
+    group: Annotated[
+        str | None,
+        typer.Option("--group", help="Its proxy group, node.cluster (a sidecar's: SERVICE)."),
+    ] = None,
+    sidecar: Annotated[
+        str | None,
+        typer.Option(
+            "--sidecar", help="Bootstrap a mesh sidecar of this service.", metavar="SERVICE"
+        ),
+    ] = None,
     ads: Annotated[
         str, typer.Option("--ads", help="The server's ADS address, HOST:PORT.")
     ] = "127.0.0.1:18000",
     delta: Annotated[bool, typer.Option("--delta", help="Incremental xDS (DELTA_GRPC).")] = False,
     admin: Annotated[
-        str, typer.Option("--admin", help="Envoy's own admin address, HOST:PORT (port 0: any).")
-    ] = "127.0.0.1:9901",
+        str | None,
+        typer.Option(
+            "--admin",
+            help="Envoy's own admin address, HOST:PORT (port 0: any; default 127.0.0.1:9901,"
+            " a sidecar's 127.0.0.1:19000).",
+        ),
+    ] = None,
+    admin_port: Annotated[
+        int | None,
+        typer.Option("--admin-port", help="Only the admin port (0: any).", min=0, max=65535),
+    ] = None,
     tls: Annotated[
         bool, typer.Option("--tls", help="TLS to the control plane (implied by --ca/--cert).")
     ] = False,
@@ -584,11 +623,29 @@ def bootstrap(
         BootstrapFormat, typer.Option("--output", "-o", help="yaml (default) or json.")
     ] = BootstrapFormat.yaml,
 ) -> None:
-    """Print an Envoy bootstrap for this server (envoy -c FILE)."""
-    from xds_server.cli.bootstrap import BootstrapError, HostPort, TlsOptions
+    """Print an Envoy bootstrap for this server (envoy -c FILE); --sidecar SERVICE for a mesh
+    sidecar of SERVICE."""
+    from xds_server.cli.bootstrap import (
+        EDGE_ADMIN,
+        SIDECAR_ADMIN,
+        BootstrapError,
+        HostPort,
+        TlsOptions,
+        sidecar_node,
+    )
     from xds_server.cli.bootstrap import bootstrap as build
 
     try:
+        if sidecar is not None:
+            node_id, group = sidecar_node(sidecar, group=group, node_id=node_id)
+        elif node_id is None or group is None:
+            missing = "--node-id" if node_id is None else "--group"
+            raise BootstrapError(f"{missing}: required (or --sidecar SERVICE)")
+        admin_address = HostPort.parse(
+            admin or (EDGE_ADMIN if sidecar is None else SIDECAR_ADMIN), "--admin", any_port=True
+        )
+        if admin_port is not None:
+            admin_address = HostPort(admin_address.host, admin_port)
         tls_options = (
             TlsOptions(ca=ca, cert=cert, key=key, sni=sni)
             if tls or any(v is not None for v in (ca, cert, key, sni))
@@ -599,7 +656,7 @@ def bootstrap(
             group,
             ads=HostPort.parse(ads, "--ads"),
             delta=delta,
-            admin=HostPort.parse(admin, "--admin", any_port=True),
+            admin=admin_address,
             tls=tls_options,
         )
     except BootstrapError as error:

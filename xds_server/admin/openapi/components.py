@@ -49,7 +49,9 @@ def component_models() -> list[type[BaseModel]]:
         document_list(),
     ]
     for kind in resource_kinds():
-        models += [body_model(kind), stored_model(kind), list_model(kind)]
+        models += [body_model(kind), stored_model(kind)]
+        if kind.singleton is None:
+            models.append(list_model(kind))
     return models
 
 

@@ -28,10 +28,15 @@ class DocumentMeta(BaseModel):
 @cache
 def stored_model(kind: ResourceKind) -> type[BaseModel]:
     """``{kind, name, spec, revision, updated_at, warnings}`` (and ``info`` for kinds that
-    describe themselves): what reads answer."""
+    describe themselves, ``status`` for those with a live state): what reads answer."""
     extra: dict[str, Any] = {}
     if kind.info_model is not None:
         extra["info"] = (kind.info_model, Field(description="Read-only; computed on read."))
+    if kind.status_model is not None:
+        extra["status"] = (
+            kind.status_model | None,
+            Field(None, description="Read-only, GET only: the live state; null when unknown."),
+        )
     return create_model(  # type: ignore[call-overload, no-any-return]
         f"Stored{kind.kind.value}",
         __base__=(kind.info.document_model, DocumentMeta),
@@ -44,13 +49,16 @@ def stored_model(kind: ResourceKind) -> type[BaseModel]:
 def body_model(kind: ResourceKind) -> type[BaseModel]:
     """What ``PUT /v1/{path}/{name}`` takes: the document; ``kind`` and ``name`` may be left
     out (the URL says them) but must match the URL when given."""
-    kind_type: Any = kind.info.document_model.model_fields["kind"].annotation
+    fields = kind.info.document_model.model_fields
+    kind_type: Any = fields["kind"].annotation
+    # A singleton's one name (a Literal); other kinds' names keep their pattern.
+    name_type: Any = fields["name"].annotation if kind.singleton is not None else Name
     return create_model(
         f"{kind.kind.value}Body",
         __config__=ConfigDict(extra="forbid"),
         __doc__=f"A {kind.kind.value} to create or replace. {kind.info.summary}",
         kind=(kind_type | None, None),
-        name=(Name | None, None),
+        name=(name_type | None, None),
         spec=(kind.info.spec_model, ...),
     )
 

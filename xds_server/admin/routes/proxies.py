@@ -92,7 +92,7 @@ def _add_one(router: APIRouter, registry: ProxyRegistry, cache: SnapshotCache) -
         responses={200: {"model": ProxyView, "description": "The proxy."}, **docs.problems(404)},
     )
     async def get_proxy(node_id: NodeId) -> Response:
-        return JSONResponse(proxy_view(_find(registry, node_id)))
+        return JSONResponse(proxy_view(_find(registry, node_id), cache))
 
     @router.get(
         "/{node_id}/config",

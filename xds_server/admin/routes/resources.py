@@ -11,14 +11,20 @@ One factory for every kind; what differs between kinds lives in ``model.KINDS`` 
   ``If-Match`` (replace only that version), ``If-None-Match: *`` (create only).
 - ``DELETE /v1/{kind}/{name}``: 204; 409 naming the referrers while others use it.
 - ``?dry_run=true`` on writes: 200 with what would change, nothing saved.
+
+A singleton kind (``Mesh``: one document) is served at ``/v1/{kind}`` itself, with the same
+``GET``/``PUT``/``DELETE`` and no list: the handlers are the same, only where the name comes
+from differs (the URL, or the kind's one name).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, Depends, Header, Path, Query
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -26,6 +32,7 @@ from xds_server.admin.body import read_values
 from xds_server.admin.checker import CheckedState
 from xds_server.admin.documents import document_for_put
 from xds_server.admin.kinds import ListFilter, ResourceKind
+from xds_server.admin.mesh_status import status_view
 from xds_server.admin.openapi import responses as docs
 from xds_server.admin.openapi.schemas import body_model, list_model, stored_model
 from xds_server.admin.paging import decode_token, encode_token
@@ -62,15 +69,41 @@ def _stored(kind: ResourceKind) -> dict[str, str]:
 
 
 def not_found(kind: ResourceKind, name: str) -> ApiError:
-    return ApiError(404, "not-found", f"there is no {kind.kind.value} named {name!r}")
+    return ApiError(404, "not-found", kind.describe_missing(name))
+
+
+def _name_in_url(name: Name) -> str:
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """Where one document's routes are (below the kind's prefix) and where its name comes
+    from: a dependency, so the handlers are the same for both."""
+
+    path: str
+    name: Callable[..., str]
+
+    @staticmethod
+    def of(kind: ResourceKind) -> _Item:
+        fixed = kind.singleton
+        if fixed is None:
+            return _Item("/{name}", _name_in_url)
+
+        def the_one_name() -> str:
+            return fixed
+
+        return _Item("", the_one_name)
 
 
 def resource_router(kind: ResourceKind, services: AdminServices) -> APIRouter:
     router = APIRouter(prefix=f"/v1/{kind.path}", tags=[kind.path])
-    _add_list(router, kind, services)
-    _add_get(router, kind, services)
-    _add_put(router, kind, services)
-    _add_delete(router, kind, services)
+    item = _Item.of(kind)
+    if kind.singleton is None:
+        _add_list(router, kind, services)
+    _add_get(router, kind, services, item)
+    _add_put(router, kind, services, item)
+    _add_delete(router, kind, services, item)
     return router
 
 
@@ -126,9 +159,11 @@ def _add_list(router: APIRouter, kind: ResourceKind, services: AdminServices) ->
         return JSONResponse(_page(kind, services.checked(), after, limit, wanted))
 
 
-def _add_get(router: APIRouter, kind: ResourceKind, services: AdminServices) -> None:
+def _add_get(router: APIRouter, kind: ResourceKind, services: AdminServices, item: _Item) -> None:
+    status_source = kind.status_source(services.context) if kind.status_source else None
+
     @router.get(
-        "/{name}",
+        item.path,
         operation_id=f"get_{_snake(kind.kind.value)}",
         summary=f"Read a {kind.kind.value}",
         responses={
@@ -138,10 +173,10 @@ def _add_get(router: APIRouter, kind: ResourceKind, services: AdminServices) -> 
         },
     )
     async def get_document(
-        name: Name,
         if_none_match: Annotated[
             str | None, Header(description="Answer 304 if the ETag is still one of these.")
         ] = None,
+        name: str = Depends(item.name),
     ) -> Response:
         checked = services.checked()
         doc = checked.state.get(kind.kind.value, name)
@@ -150,14 +185,20 @@ def _add_get(router: APIRouter, kind: ResourceKind, services: AdminServices) -> 
         headers = {"ETag": doc.etag}
         if not_modified(if_none_match, doc):
             return Response(status_code=304, headers=headers)
-        return JSONResponse(document_view(kind, doc, checked), headers=headers)
+        view = document_view(kind, doc, checked)
+        if kind.status_model is not None:
+            view["status"] = status_view(status_source)
+        return JSONResponse(view, headers=headers)
 
 
-def _add_put(router: APIRouter, kind: ResourceKind, services: AdminServices) -> None:
+def _add_put(router: APIRouter, kind: ResourceKind, services: AdminServices, item: _Item) -> None:
     stored = _stored(kind)
+    said_by_url = (
+        f"the name is always {kind.singleton!r}" if kind.singleton else "the URL says them"
+    )
 
     @router.put(
-        "/{name}",
+        item.path,
         operation_id=f"put_{_snake(kind.kind.value)}",
         summary=f"Create or replace a {kind.kind.value}",
         responses={
@@ -172,19 +213,19 @@ def _add_put(router: APIRouter, kind: ResourceKind, services: AdminServices) -> 
         },
         openapi_extra=docs.request_body(
             docs.ref(body_model(kind).__name__),
-            f"The {kind.kind.value}; kind and name may be left out (the URL says them). "
+            f"The {kind.kind.value}; kind and name may be left out ({said_by_url}). "
             "revision, updated_at and warnings, if sent back, are ignored.",
         ),
     )
     async def put_document(
         request: Request,
-        name: Name,
         dry_run: DryRun = False,
         if_match_header: IfMatch = None,
         if_none_match_header: Annotated[
             str | None,
             Header(alias="If-None-Match", description='"*": create only, never replace.'),
         ] = None,
+        name: str = Depends(item.name),
     ) -> Response:
         document = document_for_put(kind, name, await read_values(request))
         current = services.context.store.current().get(kind.kind.value, name)
@@ -207,7 +248,7 @@ def _stored_answer(kind: ResourceKind, name: str, outcome: WriteOutcome) -> Resp
     headers = {"ETag": doc.etag}
     created = outcome.outcome_of(kind.kind.value, name) == "created"
     if created:
-        headers["Location"] = f"/v1/{kind.path}/{name}"
+        headers["Location"] = kind.url(name)
     return JSONResponse(
         document_view(kind, doc, outcome.after),
         status_code=201 if created else 200,
@@ -215,9 +256,11 @@ def _stored_answer(kind: ResourceKind, name: str, outcome: WriteOutcome) -> Resp
     )
 
 
-def _add_delete(router: APIRouter, kind: ResourceKind, services: AdminServices) -> None:
+def _add_delete(
+    router: APIRouter, kind: ResourceKind, services: AdminServices, item: _Item
+) -> None:
     @router.delete(
-        "/{name}",
+        item.path,
         operation_id=f"delete_{_snake(kind.kind.value)}",
         summary=f"Delete a {kind.kind.value}",
         status_code=204,
@@ -230,9 +273,9 @@ def _add_delete(router: APIRouter, kind: ResourceKind, services: AdminServices) 
     )
     async def delete_document(
         request: Request,
-        name: Name,
         dry_run: DryRun = False,
         if_match_header: IfMatch = None,
+        name: str = Depends(item.name),
     ) -> Response:
         current = services.context.store.current().get(kind.kind.value, name)
         change = Change(kind.kind.value, name, None, if_match=if_match(if_match_header, current))

@@ -1,0 +1,392 @@
+"""The mesh through the REST API: ``/v1/mesh`` (one document), ``/v1/sidecars``,
+``/v1/intentions``; every refusal is a 422 naming the field with nothing stored, and no
+response ever holds a private key."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.pki import TestCa
+from tests.unit.admin_harness import (
+    PROBLEM_JSON,
+    Api,
+    assert_problem,
+    listener,
+    new_store,
+    reason_at,
+    running_api,
+)
+from xds_server.admin.mesh_status import MeshStatus
+from xds_server.mesh import MemoryVault, MeshAuthority
+from xds_server.model import Config, Endpoint, Inventory, Service
+from xds_server.model.mesh_checks import NO_MESH
+
+REGISTRY = Inventory.of(
+    {
+        "api": Service("api", (Endpoint("10.0.0.1", 8080),), (Endpoint("10.0.0.1", 20000),)),
+        "frontend": Service(
+            "frontend", (Endpoint("10.0.0.2", 8080),), (Endpoint("10.0.0.2", 20000),)
+        ),
+    }
+)
+#: What the CA authority would report; a key slipped in must never be shown.
+LEAKY_STATUS: dict[str, Any] = {
+    "ca": {
+        "subject": "CN=mesh root",
+        "fingerprint_sha256": "AB:CD",
+        "not_after": "2027-01-01T00:00:00Z",
+        "private_key": "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n",
+    },
+    "identities": [
+        {
+            "service": "api",
+            "spiffe_id": "spiffe://mesh.local/service/api",
+            "serial": "0A1B",
+            "not_after": "2026-12-04T00:00:00Z",
+            "key_pem": "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n",
+        },
+        "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n",
+    ],
+}
+
+
+def mesh(**spec: Any) -> dict[str, Any]:
+    return {"kind": "Mesh", "name": "mesh", "spec": spec}
+
+
+def sidecar(
+    name: str, port: int = 20000, *upstreams: tuple[str, int], **inbound: Any
+) -> dict[str, Any]:
+    return {
+        "kind": "Sidecar",
+        "name": name,
+        "spec": {
+            "inbound": {"port": port, "local_port": 18080, **inbound},
+            "upstreams": [{"service": s, "local_port": p} for s, p in upstreams],
+        },
+    }
+
+
+def intention(
+    name: str, source: str = "frontend", destination: str = "api", **spec: Any
+) -> dict[str, Any]:
+    spec = spec or {"action": "allow"}
+    return {
+        "kind": "Intention",
+        "name": name,
+        "spec": {"source": source, "destination": destination, **spec},
+    }
+
+
+L7: dict[str, Any] = {
+    "permissions": [{"action": "allow", "http": {"path_exact": "/public", "methods": ["GET"]}}]
+}
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Api]:
+    """The API, every response of the test scanned for key material afterwards."""
+    seen: list[httpx.Response] = []
+
+    async def record(response: httpx.Response) -> None:
+        await response.aread()
+        seen.append(response)
+
+    async with running_api(
+        new_store(request.param, tmp_path),
+        inventory_=REGISTRY,
+        mesh_status=lambda: LEAKY_STATUS,
+    ) as running:
+        running.client.event_hooks["response"].append(record)
+        yield running
+    assert seen
+    for response in seen:
+        assert "PRIVATE KEY" not in response.text, (response.request.url, response.text)
+        assert "MIIB" not in response.text and "MHc" not in response.text
+
+
+async def refused(
+    api: Api, method: str, path: str, body: Any, field: str, index: int | None = None
+) -> str:
+    """The reason at ``field`` (of the document at ``index`` of an apply) of a 422, after
+    checking nothing was stored."""
+    before = await api.revision()
+    response = await api.client.request(method, f"/v1/{path}", json=body)
+    problem = assert_problem(response, 422)
+    assert await api.revision() == before
+    if index is None:
+        return reason_at(problem, field)
+    for error in problem["errors"]:
+        if error["field"] == field and error.get("index") == index:
+            reason: str = error["reason"]
+            return reason
+    raise AssertionError(f"no error at [{index}] {field!r}: {problem['errors']}")
+
+
+async def test_the_mesh_is_one_document(api: Api) -> None:
+    missing = assert_problem(await api.client.get("/v1/mesh"), 404)
+    assert "no Mesh is configured" in missing["detail"]
+    created = await api.client.put("/v1/mesh", json={"spec": {"trust_domain": "corp.example"}})
+    assert created.status_code == 201, created.text
+    assert created.headers["location"] == "/v1/mesh"
+    etag = created.headers["etag"]
+    read = await api.client.get("/v1/mesh")
+    assert read.status_code == 200 and read.headers["etag"] == etag
+    body = read.json()
+    assert (body["kind"], body["name"]) == ("Mesh", "mesh")
+    assert body["spec"] == {"trust_domain": "corp.example"}
+    # Stored as written; the name may be given if it is the one name.
+    same = await api.client.put("/v1/mesh", json=mesh(trust_domain="corp.example"))
+    assert same.status_code == 200 and same.headers["etag"] == etag
+    assert (await api.client.get("/v1/mesh", headers={"if-none-match": etag})).status_code == 304
+    wrong = await refused(api, "PUT", "mesh", mesh() | {"name": "other"}, "name")
+    assert "always named 'mesh'" in wrong
+    assert (await api.client.get("/v1/mesh/mesh")).status_code in (404, 405)
+    assert (await api.client.put("/v1/mesh/mesh", json=mesh())).status_code in (404, 405)
+
+
+async def test_if_match_and_delete_turn_the_mesh_off(api: Api) -> None:
+    first = await api.put("mesh", mesh())
+    etag = first.headers["etag"]
+    stale = await api.client.put(
+        "/v1/mesh", json=mesh(mtls="permissive"), headers={"if-match": '"0"'}
+    )
+    assert_problem(stale, 412)
+    replaced = await api.client.put(
+        "/v1/mesh", json=mesh(mtls="permissive"), headers={"if-match": etag}
+    )
+    assert replaced.status_code == 200 and replaced.json()["spec"]["mtls"] == "permissive"
+    create_only = await api.client.put("/v1/mesh", json=mesh(), headers={"if-none-match": "*"})
+    assert_problem(create_only, 412)
+    assert_problem(await api.client.delete("/v1/mesh", headers={"if-match": etag}), 412)
+    assert (await api.put("sidecars/api", sidecar("api"))).status_code == 201
+    assert (await api.client.delete("/v1/mesh")).status_code == 204
+    assert_problem(await api.client.get("/v1/mesh"), 404)
+    assert_problem(await api.client.delete("/v1/mesh"), 404)
+    # Sidecars stay, and say they get nothing without a mesh.
+    warnings = (await api.client.get("/v1/sidecars/api")).json()["warnings"]
+    assert {"field": "kind", "reason": NO_MESH} in warnings
+
+
+async def test_apply_history_and_rollback(api: Api) -> None:
+    applied = await api.client.post("/v1/apply", json=[mesh(), sidecar("api")])
+    assert applied.status_code == 200, applied.text
+    with_mesh = await api.revision()
+    before = await api.revision()
+    other = assert_problem(await api.client.post("/v1/apply", json=[mesh() | {"name": "m2"}]), 422)
+    assert any(e["field"].endswith("name") for e in other["errors"]), other
+    assert await api.revision() == before
+    assert (await api.client.delete("/v1/mesh")).status_code == 204
+    history = (await api.client.get("/v1/history", params={"kind": "mesh"})).json()["items"]
+    assert [e["operation"] for e in history] == ["delete", "create"]
+    assert {e["kind"] for e in history} == {"Mesh"}
+    back = await api.client.post("/v1/rollback", json={"revision": with_mesh})
+    assert back.status_code == 200, back.text
+    assert (await api.client.get("/v1/mesh")).json()["spec"] == {}
+
+
+async def test_get_mesh_shows_the_status_without_keys(api: Api) -> None:
+    await api.put("mesh", mesh())
+    status = (await api.client.get("/v1/mesh")).json()["status"]
+    assert status["ca"] == {
+        "subject": "CN=mesh root",
+        "fingerprint_sha256": "AB:CD",
+        "not_after": "2027-01-01T00:00:00Z",
+    }
+    assert status["identities"] == [
+        {
+            "service": "api",
+            "spiffe_id": "spiffe://mesh.local/service/api",
+            "serial": "0A1B",
+            "not_after": "2026-12-04T00:00:00Z",
+        }
+    ]
+
+
+async def test_a_failing_status_source_still_shows_the_mesh(tmp_path: Path) -> None:
+    def broken() -> Mapping[str, Any]:
+        raise RuntimeError("CA not ready")
+
+    async with running_api(new_store("memory", tmp_path), mesh_status=broken) as api:
+        await api.put("mesh", mesh())
+        read = await api.client.get("/v1/mesh")
+        assert read.status_code == 200 and read.json()["status"] is None
+    async with running_api(new_store("memory", tmp_path)) as api:  # no source wired in
+        await api.put("mesh", mesh())
+        assert (await api.client.get("/v1/mesh")).json()["status"] is None
+
+
+async def test_sidecars_and_intentions_are_collections_with_filters(api: Api) -> None:
+    await api.put("mesh", mesh())
+    front = sidecar("frontend", 20000, ("api", 9001))
+    front["spec"]["groups"] = ["frontend", "frontend-canary"]
+    for doc in (sidecar("api"), front):
+        assert (await api.put(f"sidecars/{doc['name']}", doc)).status_code == 201
+    for doc in (intention("f-api"), intention("any-api", "*", **L7)):
+        response = await api.put(f"intentions/{doc['name']}", doc)
+        assert response.status_code == 201 and response.json()["warnings"] == [], response.text
+
+    async def names(url: str, **params: str) -> list[str]:
+        response = await api.client.get(url, params=params)
+        assert response.status_code == 200, response.text
+        return [item["name"] for item in response.json()["items"]]
+
+    assert await names("/v1/sidecars") == ["api", "frontend"]
+    assert await names("/v1/sidecars", group="frontend-canary") == ["frontend"]
+    assert await names("/v1/sidecars", upstream="api") == ["frontend"]
+    assert await names("/v1/intentions", source="*") == ["any-api"]
+    assert await names("/v1/intentions", destination="api") == ["any-api", "f-api"]
+    assert (await api.client.delete("/v1/intentions/f-api")).status_code == 204
+    assert_problem(await api.client.get("/v1/intentions/f-api"), 404)
+
+
+async def test_sidecars_and_intentions_without_a_mesh_are_accepted_with_a_warning(api: Api) -> None:
+    for path, doc in (("sidecars/api", sidecar("api")), ("intentions/i", intention("i"))):
+        response = await api.put(path, doc)
+        assert response.status_code == 201, response.text
+        assert {"field": "kind", "reason": NO_MESH} in response.json()["warnings"]
+    await api.put("mesh", mesh())
+    assert (await api.client.get("/v1/intentions/i")).json()["warnings"] == []
+
+
+async def test_a_sidecar_for_an_unknown_service_is_a_warning(api: Api) -> None:
+    await api.put("mesh", mesh())
+    response = await api.put("sidecars/ghost", sidecar("ghost", 20000, ("nobody", 9001)))
+    assert response.status_code == 201, response.text
+    warnings = {w["field"]: w["reason"] for w in response.json()["warnings"]}
+    assert "'ghost' is not in the registry" in warnings["name"]
+    assert "'nobody' is not in the registry" in warnings["spec.upstreams[0].service"]
+
+
+async def test_the_models_refusals_name_the_field(api: Api) -> None:
+    same = intention("loop", "api", "api")
+    assert "must differ" in await refused(api, "PUT", "intentions/loop", same, "spec.destination")
+    unknown = intention("odd", action="maybe")
+    assert await refused(api, "PUT", "intentions/odd", unknown, "spec.action")
+    short = mesh(certificate_ttl="30s")
+    assert "1m" in await refused(api, "PUT", "mesh", short, "spec.certificate_ttl")
+    assert_problem(await api.client.get("/v1/mesh"), 404)
+    assert_problem(await api.client.get("/v1/intentions/loop"), 404)
+
+
+async def test_two_intentions_for_one_pair_are_refused(api: Api) -> None:
+    await api.client.post("/v1/apply", json=[mesh(), sidecar("api"), intention("first")])
+    second = intention("second", action="deny")
+    reason = await refused(api, "PUT", "intentions/second", second, "spec.source")
+    assert "intention 'first'" in reason
+    assert_problem(await api.client.get("/v1/intentions/second"), 404)
+    # In one apply too: nothing of it is written.
+    both = [intention("a", "*"), intention("b", "*")]
+    assert "intention 'a'" in await refused(api, "POST", "apply", both, "spec.source", 1)
+
+
+async def test_l7_permissions_on_a_tcp_destination_are_refused(api: Api) -> None:
+    await api.client.post("/v1/apply", json=[mesh(), sidecar("api", protocol="tcp")])
+    reason = await refused(api, "PUT", "intentions/l7", intention("l7", **L7), "spec.permissions")
+    assert "tcp" in reason
+    # And the other way round: a destination cannot become tcp under an L7 intention.
+    await api.put("sidecars/api", sidecar("api"))
+    assert (await api.put("intentions/l7", intention("l7", **L7))).status_code == 201
+    tcp = sidecar("api", protocol="tcp")
+    before = await api.revision()
+    problem = assert_problem(await api.put("sidecars/api", tcp), 422)
+    assert await api.revision() == before
+    assert any(e["field"] == "spec.permissions" and "tcp" in e["reason"] for e in problem["errors"])
+
+
+async def test_ports_colliding_in_a_group_are_refused(api: Api) -> None:
+    await api.client.post("/v1/apply", json=[mesh(), listener("edge", 9001)])
+    colliding = sidecar("frontend", 20000, ("api", 9001))
+    field = "spec.upstreams[0].local_port"
+    assert "listener 'edge'" in await refused(api, "PUT", "sidecars/frontend", colliding, field)
+    assert_problem(await api.client.get("/v1/sidecars/frontend"), 404)
+    inbound = sidecar("api", 9001)
+    assert "listener 'edge'" in await refused(
+        api, "PUT", "sidecars/api", inbound, "spec.inbound.port"
+    )
+    # The listener only for another group: no collision.
+    await api.put("listeners/edge", listener("edge", 9001, groups=["edge"]))
+    assert (await api.put("sidecars/frontend", colliding)).status_code == 201
+    # A listener written later that would collide names the sidecar in its own field.
+    late = listener("late", 20000, groups=["frontend"])
+    assert "sidecar 'frontend'" in await refused(api, "PUT", "listeners/late", late, "spec.port")
+    # Another sidecar in the same group.
+    shared = sidecar("api", 9001)
+    shared["spec"]["groups"] = ["frontend"]
+    assert "sidecar 'frontend'" in await refused(
+        api, "PUT", "sidecars/api", shared, "spec.inbound.port"
+    )
+
+
+def _ca_document(name: str, chain: str, key: str) -> dict[str, Any]:
+    return {"kind": "Certificate", "name": name, "spec": {"certificate": chain, "private_key": key}}
+
+
+async def test_a_provided_ca_is_checked(api: Api, tmp_path: Path) -> None:
+    ca, other = TestCa(), TestCa()
+    ca_key = ca.ca.private_key_pem.bytes().decode()
+    provided = mesh(ca={"provider": "provided", "certificate": "root"})
+    field = "spec.ca.certificate"
+    assert "no certificate 'root'" in await refused(api, "PUT", "mesh", provided, field)
+    await api.put("certificates/bundle", ca.bundle_document("bundle"))
+    leaf = ca.issue("api.example.com")
+    await api.put("certificates/leaf", leaf.document("leaf"))
+    for name, expected in (("bundle", "CA bundle"), ("leaf", "CA:true")):
+        wrong = mesh(ca={"provider": "provided", "certificate": name})
+        assert expected in await refused(api, "PUT", "mesh", wrong, field)
+    # A key that does not match the CA: the Certificate itself is refused (and the mesh with
+    # it, in one apply). Files with a key that does: refused too, the server signs with the
+    # key and does not read key files.
+    mismatched = _ca_document("root", ca.pem, other.ca.private_key_pem.bytes().decode())
+    assert "does not match" in await refused(
+        api, "POST", "apply", [mismatched, provided], "spec", 0
+    )
+    chain_file, key_file = tmp_path / "ca.pem", tmp_path / "ca.key"
+    chain_file.write_text(ca.pem)
+    key_file.write_text(ca_key)
+    in_files = {
+        "kind": "Certificate",
+        "name": "root",
+        "spec": {"certificate_file": str(chain_file), "private_key_file": str(key_file)},
+    }
+    assert "inline" in await refused(
+        api, "POST", "apply", [in_files, provided], "spec.ca.certificate", 1
+    )
+    assert_problem(await api.client.get("/v1/mesh"), 404)
+    assert_problem(await api.client.get("/v1/certificates/root"), 404)
+    # The CA with its own key: accepted, and in use it cannot be deleted.
+    good = await api.client.post("/v1/apply", json=[_ca_document("root", ca.pem, ca_key), provided])
+    assert good.status_code == 200, good.text
+    in_use = assert_problem(await api.client.delete("/v1/certificates/root"), 409)
+    assert "Mesh 'mesh'" in in_use["detail"]
+
+
+async def test_problem_responses_are_problem_json(api: Api) -> None:
+    response = await api.client.get("/v1/mesh")
+    assert response.headers["content-type"] == PROBLEM_JSON
+
+
+async def test_the_real_authoritys_status_is_shown_as_documented(tmp_path: Path) -> None:
+    """``GET /v1/mesh`` over the CA authority the server wires in: the CA and the issued
+    identity, in the published shape, and no key of either."""
+    config = Config.from_documents(
+        [("Mesh", "mesh", {}, 1), ("Sidecar", "api", sidecar("api")["spec"], 2)]
+    )
+    ca = MeshAuthority(MemoryVault(), lambda identities: None)
+    await ca.set_config(config)
+    async with running_api(new_store("memory", tmp_path), mesh_status=ca.status) as api:
+        await api.put("mesh", mesh())
+        response = await api.client.get("/v1/mesh")
+    assert response.status_code == 200, response.text
+    assert "PRIVATE KEY" not in response.text
+    status = MeshStatus.model_validate(response.json()["status"])
+    assert status.ca is not None and status.ca.fingerprint_sha256
+    assert [(i.service, i.spiffe_id) for i in status.identities] == [
+        ("api", "spiffe://mesh.local/service/api")
+    ]
+    assert ca.identities.by_service["api"].private_key not in response.text
