@@ -24,11 +24,14 @@ from xds_server.admin.middleware.auth import TokenFile, install_auth, request_ac
 from xds_server.admin.server import AdminServer
 from xds_server.cache.snapshot_cache import SnapshotCache
 from xds_server.consul import ConsulSettings
+from xds_server.mesh import MeshAuthority, StoreVault
 from xds_server.model.config import Config
 from xds_server.model.config_parser import ConfigParser
 from xds_server.model.inventory import Inventory
 from xds_server.model.problems import InvalidDocuments
+from xds_server.model.workload import Identities
 from xds_server.observability.hub import Observability
+from xds_server.observability.metrics import MeshFigures
 from xds_server.pipeline import BuildResult, SnapshotPipeline, preview_for
 from xds_server.runtime import MemoryReleaser, malloc_trim
 from xds_server.server.grpc_server import start_ads_server
@@ -38,6 +41,7 @@ from xds_server.settings import (
     Address,
     Settings,
     SettingsError,
+    ads_exposure_warning,
     check_admin_exposure,
 )
 from xds_server.sources.base import InventorySource, SourceStatus
@@ -153,6 +157,8 @@ class XdsServerApp:
     ads_address: Address | None = None
     admin_address: Address | None = None
     pipeline: SnapshotPipeline | None = None
+    #: Issues and renews the mesh's workload identities (made by ``start``).
+    mesh: MeshAuthority | None = None
     #: Metrics, events and log lines (made by ``start``).
     observability: Observability | None = None
     _grpc: grpc.aio.Server | None = None
@@ -176,16 +182,22 @@ class XdsServerApp:
             source_name(self.source),
             self._source_status,
             self._store_revision,
+            self._mesh_figures,
         )
+        config = config_of(self.store.current(), self._parser)
         self.pipeline = SnapshotPipeline(
             self.cache,
             translate,
             Inventory(synced=False),
-            config_of(self.store.current(), self._parser),
+            config,
             debounce=settings.debounce,
             max_delay=settings.max_delay,
             on_build=self._on_build,
         )
+        self.mesh = MeshAuthority(
+            StoreVault(self.store), self._on_identities, on_event=observability.on_mesh_event
+        )
+        await self.mesh.set_config(config)
         self.registry.observe(self._on_proxy_event)
         self._memory.on_trim = observability.metrics.on_memory_trim
         self._spawn(self._memory.run(), "memory")
@@ -193,11 +205,15 @@ class XdsServerApp:
         self._spawn(observability.watch_source(), "registry status")
         self._spawn(self._follow_store(), "store")
         self._spawn(self.pipeline.run(), "pipeline")
+        self._spawn(self.mesh.run(), "mesh CA")
         ads = settings.ads_listen
         self._grpc, ads_port = await start_ads_server(
             self.cache, self.registry, ads.host, ads.port, tls=ads_tls
         )
         self.ads_address = Address(ads.host, ads_port)
+        exposure = ads_exposure_warning(ads.host, settings.security)
+        if exposure is not None:
+            log.warning(exposure)
         await self._start_admin(self.store, observability, admin_tokens)
         log.info("started", extra={"ads": str(self.ads_address), "admin": str(self.admin_address)})
 
@@ -208,7 +224,7 @@ class XdsServerApp:
             AdminContext(
                 store=store,
                 inventory=self._inventory,
-                preview=preview_for(self._inventory),
+                preview=preview_for(self._inventory, self._identities),
                 readiness=self._readiness(),
                 proxies=self.registry,
                 cache=self.cache,
@@ -216,6 +232,7 @@ class XdsServerApp:
                 metrics=observability.metrics_registry,
                 actor=request_actor,
                 parser=self._parser,
+                mesh_status=self.mesh.status if self.mesh is not None else None,
             )
         )
         if tokens is not None:
@@ -262,6 +279,25 @@ class XdsServerApp:
             # publishing), so the first sync is an event at once, not at the next poll.
             asyncio.get_running_loop().call_soon(self.observability.check_source)
 
+    def _identities(self) -> Identities:
+        assert self.pipeline is not None
+        return self.pipeline.identities
+
+    def _on_identities(self, identities: Identities) -> None:
+        if self.pipeline is not None:
+            self.pipeline.set_identities(identities)
+
+    def _mesh_figures(self) -> MeshFigures | None:
+        mesh = self.mesh
+        if mesh is None or not mesh.identities.by_service:
+            return None
+        return MeshFigures(
+            issued_total=mesh.issued_total,
+            rotations_total=mesh.rotations_total,
+            identities=len(mesh.identities.by_service),
+            seconds_to_nearest_expiry=mesh.seconds_to_nearest_expiry(),
+        )
+
     def _on_build(self, result: BuildResult) -> None:
         assert self.observability is not None
         self.observability.on_build(result)
@@ -277,7 +313,10 @@ class XdsServerApp:
         async for state in self.store.watch():
             error: str | None = None
             try:
-                self.pipeline.set_config(config_of(state, self._parser))
+                config = config_of(state, self._parser)
+                self.pipeline.set_config(config)
+                if self.mesh is not None:
+                    await self.mesh.set_config(config)
             except InvalidDocuments as invalid:
                 error = str(invalid)
                 log.error("stored config revision %d is invalid: %s", state.revision, invalid)

@@ -175,3 +175,33 @@ async def test_a_scrape_counts_the_scrape_before_it() -> None:
         value(samples(first.text), requests, method="GET", route="/metrics", status="200") is None
     )
     assert value(samples(second.text), requests, method="GET", route="/metrics", status="200") == 1
+
+
+def test_the_mesh_ca_figures_are_read_at_scrape_time() -> None:
+    from xds_server.observability.metrics import MeshFigures
+
+    figures: list[MeshFigures | None] = [None]
+    hub = Observability(
+        SnapshotCache(), ProxyRegistry(), "static", lambda: None, lambda: 1, lambda: figures[0]
+    )
+    assert not [s for s in scrape(hub) if s.name.startswith("xds_server_mesh_")]  # no mesh yet
+    figures[0] = MeshFigures(
+        issued_total=5, rotations_total=1, identities=2, seconds_to_nearest_expiry=42.5
+    )
+    found = scrape(hub)
+    assert value(found, "xds_server_mesh_certificates_issued_total") == 5
+    assert value(found, "xds_server_mesh_root_rotations_total") == 1
+    assert value(found, "xds_server_mesh_identities") == 2
+    assert value(found, "xds_server_mesh_certificate_expiry_seconds") == 42.5
+
+
+def test_mesh_ca_events_reach_the_event_stream() -> None:
+    hub = observability()
+    hub.on_mesh_event("identity_issued", {"service": "api", "serial": "0a"})
+    hub.on_mesh_event("ca_rotation", {"step": "trust"})
+    hub.on_mesh_event("something_unknown", {})
+    published = [(e.type, e.data) for e in hub.events.after(0)]
+    assert published == [
+        ("mesh_identity_issued", {"service": "api", "serial": "0a"}),
+        ("mesh_ca_rotation", {"step": "trust"}),
+    ]

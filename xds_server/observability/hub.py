@@ -11,14 +11,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry
 
 from xds_server.cache.snapshot_cache import SnapshotCache
-from xds_server.observability.metrics import ServerMetrics, StateReaders, type_label
+from xds_server.observability.metrics import (
+    MeshFigures,
+    ServerMetrics,
+    StateReaders,
+    no_mesh,
+    type_label,
+)
 from xds_server.pipeline import BuildResult
 from xds_server.sources.base import SourceStatus
 from xds_server.status import EventLog, EventType, ProxyEvent, ProxyEventKind, ProxyRegistry
@@ -27,6 +33,16 @@ log = logging.getLogger("xds_server.events")
 
 #: How often the source's status is looked at for errors and recoveries.
 SOURCE_POLL_SECONDS: Final = 0.5
+
+
+#: The mesh CA's event kinds (``mesh.authority.MeshEvent``) as events of the stream.
+_MESH_EVENTS: Final = {
+    "ca_ready": EventType.MESH_CA_READY,
+    "ca_rotation": EventType.MESH_CA_ROTATION,
+    "ca_error": EventType.MESH_CA_ERROR,
+    "identity_issued": EventType.MESH_IDENTITY_ISSUED,
+    "identity_removed": EventType.MESH_IDENTITY_REMOVED,
+}
 
 
 def _type_name(type_url: str) -> str:
@@ -48,6 +64,7 @@ class Observability:
     source_name: str
     source_status: Callable[[], SourceStatus | None]
     store_revision: Callable[[], int | None]
+    mesh_figures: Callable[[], MeshFigures | None] = no_mesh
     metrics_registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     events: EventLog = field(default_factory=EventLog)
     metrics: ServerMetrics = field(init=False)
@@ -64,6 +81,7 @@ class Observability:
                 self.source_name,
                 self.source_status,
                 self.store_revision,
+                self.mesh_figures,
             ),
         )
         self.registry.observe(self.on_proxy_event)
@@ -192,6 +210,19 @@ class Observability:
                 extra={"revision": revision, "documents": documents},
             )
         self.events.publish(EventType.REVISION, revision=revision, documents=documents, error=error)
+
+    # -- the mesh CA --------------------------------------------------------------------------
+
+    def on_mesh_event(self, kind: str, detail: Mapping[str, Any]) -> None:
+        """The mesh CA issued, removed or rotated something (details never hold a key)."""
+        type_ = _MESH_EVENTS.get(kind)
+        if type_ is None:
+            return
+        if type_ is EventType.MESH_CA_ERROR:
+            log.error("mesh CA: %s", detail.get("error"), extra={"mesh": dict(detail)})
+        else:
+            log.info("mesh %s", kind, extra={"mesh": dict(detail)})
+        self.events.publish(type_, **detail)
 
     # -- the registry source ----------------------------------------------------------------
 

@@ -34,6 +34,22 @@ def type_label(type_url: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class MeshFigures:
+    """What the mesh CA reports at scrape time."""
+
+    issued_total: int
+    rotations_total: int
+    identities: int
+    #: Seconds until the first identity expires (None: none issued).
+    seconds_to_nearest_expiry: float | None
+
+
+def no_mesh() -> MeshFigures | None:
+    """No mesh CA (the default of tests and tools that have none)."""
+    return None
+
+
+@dataclass(frozen=True, slots=True)
 class StateReaders:
     """Where the scrape-time gauges read from (plain callables, so tests can fake them)."""
 
@@ -42,6 +58,7 @@ class StateReaders:
     source_name: str
     source_status: Callable[[], SourceStatus | None]
     store_revision: Callable[[], int | None]
+    mesh: Callable[[], MeshFigures | None] = no_mesh
 
 
 class _StateCollector(Collector):
@@ -60,6 +77,31 @@ class _StateCollector(Collector):
         status = readers.source_status()
         if status is not None:
             yield from _registry_state(readers.source_name, status)
+        mesh = readers.mesh()
+        if mesh is not None:
+            yield from _mesh_state(mesh)
+
+
+def _mesh_state(mesh: MeshFigures) -> Iterable[Metric]:
+    yield CounterMetricFamily(
+        "xds_server_mesh_certificates_issued",
+        "Workload certificates the mesh CA issued since start (first issues and renewals).",
+        value=mesh.issued_total,
+    )
+    yield CounterMetricFamily(
+        "xds_server_mesh_root_rotations",
+        "Mesh CA root rotations completed since start.",
+        value=mesh.rotations_total,
+    )
+    yield GaugeMetricFamily(
+        "xds_server_mesh_identities", "Services holding a workload identity.", value=mesh.identities
+    )
+    if mesh.seconds_to_nearest_expiry is not None:
+        yield GaugeMetricFamily(
+            "xds_server_mesh_certificate_expiry_seconds",
+            "Seconds until the workload certificate that expires first does.",
+            value=mesh.seconds_to_nearest_expiry,
+        )
 
 
 def _connected_proxies(registry: ProxyRegistry) -> Metric:

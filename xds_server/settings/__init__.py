@@ -8,6 +8,7 @@ only these types.
 from xds_server.settings.security import (
     VERIFY_MODES,
     SecuritySettings,
+    ads_exposure_warning,
     check_admin_exposure,
     is_loopback,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "SecuritySettings",
     "Settings",
     "SettingsError",
+    "ads_exposure_warning",
     "check_admin_exposure",
     "check_store",
     "is_loopback",

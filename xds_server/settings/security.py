@@ -102,3 +102,21 @@ def check_admin_exposure(host: str, security: SecuritySettings) -> None:
         " authentication: give --admin-tokens FILE (see docs/hardening.md), bind it to"
         " 127.0.0.1, or pass --insecure-admin if something in front of it authenticates"
     )
+
+
+def ads_exposure_warning(host: str, security: SecuritySettings) -> str | None:
+    """Why an ADS port reachable from other hosts without client certificates is risky, or
+    ``None`` where it is not.
+
+    Whoever reaches the ADS port may claim any ``node.cluster``, and so receive that proxy
+    group's config, including a mesh sidecar's private key over SDS. Client certificates
+    with ``--ads-verify-node`` bind a connection to the group it may claim.
+    """
+    if is_loopback(host) or (security.ads_client_ca and security.ads_verify_node):
+        return None
+    return (
+        f"the ADS port listens on {host}, reachable from other hosts, without client"
+        " certificates bound to node names: any client can claim any proxy group and receive"
+        " its config, mesh identities (private keys) included; give --ads-tls-cert/-key,"
+        " --ads-client-ca and --ads-verify-node (see docs/hardening.md and docs/mesh.md)"
+    )

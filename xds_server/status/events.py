@@ -33,6 +33,11 @@ class EventType(StrEnum):
     SOURCE_READY = "source_ready"
     SOURCE_ERROR = "source_error"
     SOURCE_RECOVERED = "source_recovered"
+    MESH_CA_READY = "mesh_ca_ready"
+    MESH_CA_ROTATION = "mesh_ca_rotation"
+    MESH_CA_ERROR = "mesh_ca_error"
+    MESH_IDENTITY_ISSUED = "mesh_identity_issued"
+    MESH_IDENTITY_REMOVED = "mesh_identity_removed"
 
 
 DEFAULT_CAPACITY: Final = 1000
