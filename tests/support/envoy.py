@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -84,7 +84,9 @@ def bootstrap(
 
 
 class Envoy:
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], *, prefix: Sequence[str] = ()) -> None:
+        #: Put before the command line: ``ip netns exec NAME`` runs it in a test host.
+        self.prefix = tuple(prefix)
         self._dir = Path(tempfile.mkdtemp(prefix="envoy-test-"))
         self.config_path = self._dir / "bootstrap.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
@@ -97,6 +99,7 @@ class Envoy:
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [
+                *self.prefix,
                 envoy_binary(),
                 "-c",
                 str(self.config_path),

@@ -3,13 +3,22 @@
 The same document as ``envoy/bootstrap.yaml`` (a test keeps them equal), with the node, the
 ADS address, SotW or delta, the admin address and, optionally, TLS to the control plane
 filled in. Only the control plane's own cluster is static; everything else arrives over ADS.
+
+``--sidecar SERVICE`` prints the same document for one of a mesh service's sidecars: only the
+node differs (``node.cluster`` is the service's group, ``node.id`` names the sidecar), and its
+admin interface stays on loopback. Listeners, clusters and the workload certificate (SDS) all
+arrive on the one ADS stream, so nothing about the mesh is static.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
+import socket
 from dataclasses import dataclass
 from typing import Any, Final
+
+from xds_server.model.names import SERVICE_NAME_PATTERN
 
 SYSTEM_CA: Final = "/etc/ssl/certs/ca-certificates.crt"
 _TLS_SOCKET: Final = "envoy.transport_sockets.tls"
@@ -17,6 +26,10 @@ _UPSTREAM_TLS: Final = (
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 )
 _HTTP_OPTIONS: Final = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+#: Where an edge Envoy's admin listens unless told; a sidecar's (Consul's default port for its
+#: Envoy sidecars), so that an edge proxy and a sidecar on one host do not collide.
+EDGE_ADMIN: Final = "127.0.0.1:9901"
+SIDECAR_ADMIN: Final = "127.0.0.1:19000"
 
 
 class BootstrapError(ValueError):
@@ -56,6 +69,24 @@ class TlsOptions:
     cert: str | None = None
     key: str | None = None
     sni: str | None = None
+
+
+def sidecar_node(
+    service: str, *, group: str | None = None, node_id: str | None = None
+) -> tuple[str, str]:
+    """``(node_id, group)`` of one of ``service``'s sidecars: the group named like the service
+    (a ``Sidecar`` without ``groups`` expects it) unless ``group`` is given; the node id
+    ``<service>-sidecar-<hostname>`` unless ``node_id`` is given. Two sidecars on one machine
+    share a host name, so each needs its own ``node_id`` there."""
+    if not re.fullmatch(SERVICE_NAME_PATTERN, service):
+        raise BootstrapError(
+            f"--sidecar: {service!r} is not a service name (letters, digits, '.', '_', '-')"
+        )
+    if group is not None and not re.fullmatch(SERVICE_NAME_PATTERN, group):
+        raise BootstrapError(f"--group: {group!r} is not a proxy group name")
+    if node_id is None:
+        node_id = f"{service}-sidecar-{socket.gethostname()}"
+    return node_id, group or service
 
 
 def _socket_address(address: HostPort) -> dict[str, Any]:
