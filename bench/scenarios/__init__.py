@@ -19,6 +19,7 @@ def scenarios() -> dict[str, Scenario]:
         idle,
         load_held,
         mass_change,
+        mesh,
         route_change,
         sovereign,
         translate,
@@ -35,6 +36,7 @@ def scenarios() -> dict[str, Scenario]:
         "sovereign": sovereign.run,
         "load_held": load_held.run,
         "mass_change": mass_change.run,
+        "mesh": mesh.run,
     }
 
 
@@ -49,4 +51,5 @@ NAMES = (
     "sovereign",
     "load_held",
     "mass_change",
+    "mesh",
 )

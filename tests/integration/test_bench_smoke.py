@@ -9,6 +9,9 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+from typing import Any
 
 import pytest
 
@@ -84,3 +87,61 @@ def test_simulated_proxies_follow_and_ack_everything(server: ThreadedXds, mode: 
         totals = fleet.totals()
         assert set(totals) == {"eds"}  # only the changed endpoints travel
         assert all(row[4] == 1 for row in totals["eds"])  # one ClusterLoadAssignment each
+
+
+MESH_SERVICES = 6
+
+
+def _mesh_snapshots(leaves: dict[str, Any], root: Any, previous: dict[str, Snapshot]) -> Any:
+    """The mesh scenario's config for ``MESH_SERVICES`` services, one group per service."""
+    from bench.scenarios.mesh import config_of, inventory_of
+    from xds_server.model.workload import Identities
+
+    identities = Identities(MappingProxyType(dict(leaves)), (root.trust_anchor,))
+    translation = translate(inventory_of(MESH_SERVICES), config_of(MESH_SERVICES, 60), identities)
+    return {
+        name: Snapshot.build(resources.messages(), previous=previous.get(name))
+        for name, resources in translation.groups.items()
+    }
+
+
+def test_simulated_sidecars_follow_sds_and_see_only_the_renewed_secret() -> None:
+    """The mesh scenario's sidecars: each gets its listeners, clusters and both secrets;
+    a renewal sends each the new identity and nothing else."""
+    from bench.scenarios.mesh import TRUST_DOMAIN, group_of
+    from bench.simulator.sidecar import SidecarFleet
+    from xds_server.mesh.ca import generate_root, issue_leaf
+
+    now = datetime.now(UTC)
+    root = generate_root(TRUST_DOMAIN, now)
+    names = [service_name(i) for i in range(MESH_SERVICES)]
+
+    def issue() -> dict[str, Any]:
+        return {s: issue_leaf(root, TRUST_DOMAIN, s, now, timedelta(minutes=1)) for s in names}
+
+    xds = ThreadedXds().start()
+    try:
+        groups = _mesh_snapshots(issue(), root, {})
+        xds.call(xds.cache.set_snapshots, EMPTY_SNAPSHOT, groups)
+        spec = FleetSpec(
+            f"127.0.0.1:{xds.port}", MESH_SERVICES, workers=1, ramp=0.2, node_prefix="smoke"
+        )
+        with SidecarFleet(spec, group_of) as fleet:
+            status = fleet.wait_identity(1, 60)
+            assert status == {"mesh_synced": MESH_SERVICES, "at_least": MESH_SERVICES, "failed": 0}
+            for proxy in fleet.results():
+                service = group_of(proxy["index"])
+                assert proxy["secrets"] == [f"mesh/identity/{service}", "mesh/trust-bundle"]
+                assert proxy["listeners"] >= 2  # inbound and at least one outbound
+            fleet.record(True)
+            xds.call(
+                xds.cache.set_snapshots, EMPTY_SNAPSHOT, _mesh_snapshots(issue(), root, groups)
+            )
+            status = fleet.wait_identity(2, 30)
+            assert status["at_least"] == MESH_SERVICES
+            totals = fleet.totals()
+            fleet.record(False)
+        assert set(totals) == {"sds"}  # a renewal re-sends no listener or cluster
+        assert all(row[3] == 1 for row in totals["sds"])  # the identity only, not the bundle
+    finally:
+        xds.stop()
