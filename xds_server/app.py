@@ -28,6 +28,7 @@ from xds_server.mesh import MeshAuthority, StoreVault
 from xds_server.model.config import Config
 from xds_server.model.config_parser import ConfigParser
 from xds_server.model.inventory import Inventory
+from xds_server.model.mesh_checks import edge_callers
 from xds_server.model.problems import InvalidDocuments
 from xds_server.model.workload import Identities
 from xds_server.observability.hub import Observability
@@ -197,7 +198,7 @@ class XdsServerApp:
         self.mesh = MeshAuthority(
             StoreVault(self.store), self._on_identities, on_event=observability.on_mesh_event
         )
-        await self.mesh.set_config(config)
+        await self.mesh.set_config(config, edge_callers(config))
         self.registry.observe(self._on_proxy_event)
         self._memory.on_trim = observability.metrics.on_memory_trim
         self._spawn(self._memory.run(), "memory")
@@ -316,7 +317,7 @@ class XdsServerApp:
                 config = config_of(state, self._parser)
                 self.pipeline.set_config(config)
                 if self.mesh is not None:
-                    await self.mesh.set_config(config)
+                    await self.mesh.set_config(config, edge_callers(config))
             except InvalidDocuments as invalid:
                 error = str(invalid)
                 log.error("stored config revision %d is invalid: %s", state.revision, invalid)

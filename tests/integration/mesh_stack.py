@@ -139,6 +139,19 @@ def static_registry(instances: Sequence[tuple[Layout, netns.TestHost]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def static_registry_in(
+    directory: Path,
+) -> Callable[[Sequence[tuple[Layout, netns.TestHost]]], str]:
+    """A ``registry`` for ``mesh_stack``: ``static_registry`` written in ``directory``."""
+
+    def registry(placed: Sequence[tuple[Layout, netns.TestHost]]) -> str:
+        path = directory / "registry.yaml"
+        path.write_text(static_registry(placed))
+        return f"static:{path}"
+
+    return registry
+
+
 # -- starting it --------------------------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ from tests.integration.config_strategies import mesh_identities
 from tests.unit.test_translate_determinism import example_documents, inventory, serialised
 from xds_server.model import Config, Endpoint, Health, Inventory, Service
 from xds_server.model.mesh import spiffe_id
+from xds_server.model.mesh_checks import edge_callers, mesh_warnings
 from xds_server.model.workload import NO_IDENTITIES, Identities
 from xds_server.translate import ProxyResources, Translation, translate
 
@@ -148,6 +149,28 @@ def allowed(rules: Any, caller: str | None, method: str = "GET", path: str = "/"
         for policy in rules.policies.values()
     )
     return matched if rules.action == rbac_pb2.RBAC.ALLOW else not matched
+
+
+def assert_mesh_client(cluster: Any, caller: str, upstream: str) -> None:
+    """``cluster`` reaches ``upstream``'s sidecars over mutual TLS as ``caller``."""
+    context = unpack(cluster.transport_socket.typed_config, tls_pb2.UpstreamTlsContext())
+    common = context.common_tls_context
+    assert [c.name for c in common.tls_certificate_sds_secret_configs] == [
+        f"mesh/identity/{caller}"
+    ]
+    combined = common.combined_validation_context
+    (san,) = combined.default_validation_context.match_typed_subject_alt_names
+    assert san.matcher.exact == spiffe_id(TD, upstream)
+    assert combined.validation_context_sds_secret_config.name == "mesh/trust-bundle"
+    assert context.sni == f"{upstream}.service.{TD}"
+
+
+def ports(assignment: Any) -> list[int]:
+    return [
+        e.endpoint.address.socket_address.port_value
+        for locality in assignment.endpoints
+        for e in locality.lb_endpoints
+    ]
 
 
 def inbound_chain(resources: ProxyResources, service: str, chain: int = 0) -> Any:
@@ -283,14 +306,7 @@ def test_outbound_goes_to_the_upstream_sidecars_verifying_its_spiffe_id() -> Non
     cluster = by_name(resources.clusters, "mesh/api")
     assert cluster.lb_policy == cluster.LEAST_REQUEST
     assert cluster.eds_cluster_config.service_name == "mesh/api"
-    context = unpack(cluster.transport_socket.typed_config, tls_pb2.UpstreamTlsContext())
-    common = context.common_tls_context
-    assert [c.name for c in common.tls_certificate_sds_secret_configs] == ["mesh/identity/frontend"]
-    combined = common.combined_validation_context
-    (san,) = combined.default_validation_context.match_typed_subject_alt_names
-    assert san.matcher.exact == spiffe_id(TD, "api")
-    assert combined.validation_context_sds_secret_config.name == "mesh/trust-bundle"
-    assert context.sni == f"api.service.{TD}"
+    assert_mesh_client(cluster, "frontend", "api")
     assignment = by_name(resources.endpoints, "mesh/api")
     hosts = [
         (e.endpoint.address.socket_address.port_value, e.health_status)
@@ -438,3 +454,117 @@ def test_translation_is_deterministic_and_cached() -> None:
     first, second = mesh_translation(config), mesh_translation(config)
     assert serialised(first) == serialised(second)
     assert first.groups["frontend"].listeners[0] is second.groups["frontend"].listeners[0]
+
+
+# -- An edge group calling a mesh service --------------------------------------------------
+
+EDGE_DOCUMENTS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("Listener", "edge-in", {"port": 8000, "groups": ["edge"]}),
+    ("Listener", "everyone", {"port": 8001}),
+    ("Route", "to-api", {"listeners": ["edge-in"], "rules": [{"backends": [{"service": "api"}]}]}),
+    ("Route", "to-web", {"listeners": ["everyone"], "rules": [{"backends": [{"service": "web"}]}]}),
+    # An upstream TLS policy for a mesh service: the mesh's mutual TLS replaces it.
+    ("TlsPolicy", "to-api", {"upstream": {"ca": "ca", "sni": "api.internal"}}),
+    ("Certificate", "ca", {"ca_bundle": IDENTITIES.trust_bundle[0]}),
+    (
+        "ServicePolicy",
+        "api",
+        {"load_balancing": {"policy": "least_request"}, "tls_policy": "to-api"},
+    ),
+)
+EDGE_IDENTITIES = mesh_identities(("frontend", "api", "db", "edge"))
+
+
+def test_edge_callers_are_the_named_groups_routing_to_mesh_services() -> None:
+    config = mesh_config(
+        *EDGE_DOCUMENTS,
+        ("Listener", "two", {"port": 8002, "groups": ["edge", "other"]}),
+        ("Route", "both", {"listeners": ["two"], "rules": [{"backends": [{"service": "db"}]}]}),
+        (
+            "Route",
+            "all",
+            {"listeners": ["everyone"], "rules": [{"backends": [{"service": "api"}]}]},
+        ),
+    )
+    assert edge_callers(config) == {"edge": {"api", "db"}, "other": {"db"}}
+    without_mesh = Config.from_documents(
+        (kind, name, spec, revision)
+        for revision, (kind, name, spec) in enumerate(
+            [("Sidecar", "api", {"inbound": {"port": 20001, "local_port": 8081}}), *EDGE_DOCUMENTS],
+            1,
+        )
+    )
+    assert edge_callers(without_mesh) == {}
+
+
+def test_a_listener_of_every_group_calling_a_mesh_service_is_warned_about() -> None:
+    config = mesh_config(
+        *EDGE_DOCUMENTS,
+        (
+            "Route",
+            "all",
+            {"listeners": ["everyone"], "rules": [{"backends": [{"service": "api"}]}]},
+        ),
+    )
+    (warning,) = [w for w in mesh_warnings(config) if w.kind == "Listener"]
+    assert (warning.name, warning.field) == ("everyone", "spec.groups")
+    assert "name its groups to call mesh service 'api' over mTLS" in warning.reason
+    warnings = list(mesh_warnings(mesh_config(*EDGE_DOCUMENTS)))
+    assert not [w for w in warnings if w.kind == "Listener"]
+    (tls,) = [w for w in warnings if w.kind == "ServicePolicy"]
+    assert (tls.name, tls.field) == ("api", "spec.tls_policy")
+
+
+def test_an_edge_group_calls_a_mesh_service_over_mtls_with_its_own_identity() -> None:
+    translation = mesh_translation(mesh_config(*EDGE_DOCUMENTS), EDGE_IDENTITIES)
+    edge = translation.groups["edge"]
+    assert names(edge.secrets) == ["mesh/identity/edge", "mesh/trust-bundle"]
+    assert names(edge.clusters) == ["api", "web"]
+    cluster = by_name(edge.clusters, "api")
+    assert cluster.lb_policy == cluster.LEAST_REQUEST  # api's ServicePolicy still applies
+    assert cluster.eds_cluster_config.service_name == "api"
+    assert_mesh_client(cluster, "edge", "api")
+    assert ports(by_name(edge.endpoints, "api")) == [20001, 20001]  # api's sidecars, not :8081
+    assert not by_name(edge.clusters, "web").HasField("transport_socket")  # not in the mesh
+
+
+def test_groups_that_do_not_call_the_mesh_keep_their_plain_clusters() -> None:
+    translation = mesh_translation(mesh_config(*EDGE_DOCUMENTS), EDGE_IDENTITIES)
+    default = translation.default
+    assert names(default.clusters) == ["web"] and default.secrets == ()
+    frontend = translation.groups["frontend"]  # the all-groups listener only, and its sidecar
+    assert "api" not in names(frontend.clusters)
+    assert names(frontend.secrets) == ["mesh/identity/frontend", "mesh/trust-bundle"]
+    everyone = mesh_config(
+        ("Listener", "everyone", {"port": 8001}),
+        (
+            "Route",
+            "all",
+            {"listeners": ["everyone"], "rules": [{"backends": [{"service": "api"}]}]},
+        ),
+    )
+    plain = by_name(mesh_translation(everyone, EDGE_IDENTITIES).default.clusters, "api")
+    assert not plain.HasField("transport_socket")
+    assert ports(by_name(mesh_translation(everyone).default.endpoints, "api")) == [8081]
+
+
+def test_an_edge_group_without_an_identity_sends_the_mesh_service_nothing() -> None:
+    edge = mesh_translation(mesh_config(*EDGE_DOCUMENTS), IDENTITIES).groups["edge"]
+    assert names(edge.secrets) == []
+    cluster = by_name(edge.clusters, "api")
+    assert not cluster.HasField("transport_socket")
+    assert not by_name(edge.endpoints, "api").endpoints
+
+
+def test_a_sidecar_group_that_is_also_an_edge_caller_holds_its_identity_once() -> None:
+    config = mesh_config(
+        ("Listener", "fe-edge", {"port": 8000, "groups": ["frontend"]}),
+        (
+            "Route",
+            "to-api",
+            {"listeners": ["fe-edge"], "rules": [{"backends": [{"service": "api"}]}]},
+        ),
+    )
+    frontend = mesh_translation(config).groups["frontend"]
+    assert names(frontend.secrets) == ["mesh/identity/frontend", "mesh/trust-bundle"]
+    assert names(frontend.clusters) == ["api", "mesh-local/frontend", "mesh/api"]

@@ -5,7 +5,8 @@ proxy (a sidecar's inbound and upstream ports, its application's loopback port a
 ``Listener`` documents its groups get), two intentions for one source and destination (which
 one decides would depend on order), L7 permissions for a destination that speaks tcp, and a
 provided CA the server cannot issue from. Warnings are what is accepted but does nothing yet:
-sidecars or intentions without a ``Mesh``, services the registry does not know.
+sidecars or intentions without a ``Mesh``, services the registry does not know, a listener
+of every group routing to a mesh service (it calls the plain endpoints, see ``edge_callers``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from xds_server.model.certificate import CertificateForm
 from xds_server.model.config import Config
 from xds_server.model.document import Kind
 from xds_server.model.inventory import Inventory
+from xds_server.model.listener import ListenerSpec
 from xds_server.model.mesh import MESH_NAME, CaProvider, SidecarSpec
 from xds_server.model.pki import PemError, certificate_summaries, check_key_pair
 from xds_server.model.problems import Problem
@@ -232,8 +234,78 @@ def mesh_errors(config: Config, now: datetime.datetime | None = None) -> Iterato
         yield Problem(Kind.MESH.value, MESH_NAME, "spec.ca.certificate", reason)
 
 
+def _serves_routes(spec: ListenerSpec) -> bool:
+    return not spec.https_redirect and spec.metrics is None
+
+
+def _mesh_services_by_listener(config: Config) -> dict[str, set[str]]:
+    """Per listener that serves routes, the mesh services (with a ``Sidecar``) its routes'
+    rules send to; empty without a ``Mesh``."""
+    if config.mesh_spec is None or not config.sidecars:
+        return {}
+    found: dict[str, set[str]] = {}
+    for entry in config.routes.values():
+        reached = {
+            service
+            for rule in entry.spec.rules
+            for service in rule.services
+            if service in config.sidecars
+        }
+        if not reached:
+            continue
+        for name in entry.spec.listeners:
+            listener = config.listeners.get(name)
+            if listener is not None and _serves_routes(listener.spec):
+                found.setdefault(name, set()).update(reached)
+    return found
+
+
+def edge_callers(config: Config) -> dict[str, frozenset[str]]:
+    """Per named edge group (a group some listener's ``groups`` names), the mesh services
+    its listeners' routes call. Such a group calls them over mutual TLS with its own
+    identity, ``spiffe_id(trust_domain, group)``, so intentions name it as their ``source``.
+    A listener of every group (no ``groups``) makes no caller: which identity would an
+    unnamed group present? (``mesh_warnings`` says so.)"""
+    callers: dict[str, set[str]] = {}
+    for name, services in _mesh_services_by_listener(config).items():
+        for group in config.listeners[name].spec.groups:
+            callers.setdefault(group, set()).update(services)
+    return {group: frozenset(callers[group]) for group in sorted(callers)}
+
+
+def _unnamed_edge_problems(config: Config) -> Iterator[Problem]:
+    for name, services in sorted(_mesh_services_by_listener(config).items()):
+        if config.listeners[name].spec.groups:
+            continue
+        for service in sorted(services):
+            yield Problem(
+                Kind.LISTENER.value,
+                name,
+                "spec.groups",
+                f"listener {name!r} serves every group; name its groups to call mesh service "
+                f"{service!r} over mTLS (until then it calls the service's plain endpoints)",
+            )
+
+
+def _overridden_tls_problems(config: Config) -> Iterator[Problem]:
+    """A mesh service's upstream TLS policy, which its edge callers do not use."""
+    called = sorted({service for services in edge_callers(config).values() for service in services})
+    for service in called:
+        policy = config.service_policy(service)
+        if policy is not None and policy.tls_policy is not None:
+            yield Problem(
+                Kind.SERVICE_POLICY.value,
+                service,
+                "spec.tls_policy",
+                f"service {service!r} is in the mesh: edge groups call it over the mesh's "
+                "mutual TLS, not with this TLS policy",
+            )
+
+
 def mesh_warnings(config: Config) -> Iterator[Problem]:
     """What is accepted but does nothing yet, whatever the registry holds."""
+    yield from _unnamed_edge_problems(config)
+    yield from _overridden_tls_problems(config)
     if config.mesh_spec is None:
         for name in config.sidecars:
             yield Problem(Kind.SIDECAR.value, name, "kind", NO_MESH)

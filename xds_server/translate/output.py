@@ -28,8 +28,9 @@ class ProxyResources:
         return self.clusters + self.endpoints + self.listeners + self.routes + self.secrets
 
     def merged(self, other: ProxyResources) -> ProxyResources:
-        """These and ``other``'s resources, each tuple sorted by name again (the names of
-        the two must not overlap: edge and mesh resource names cannot)."""
+        """These and ``other``'s resources, each tuple sorted by name again. Edge and mesh
+        resource names cannot overlap, except the mesh secrets of a group that is both an
+        edge caller of mesh services and a sidecar (the same identity): kept once."""
         return ProxyResources(
             clusters=_by_name(self.clusters + other.clusters),
             endpoints=_by_name(self.endpoints + other.endpoints),
@@ -45,7 +46,10 @@ def resource_name(message: Message) -> str:
 
 
 def _by_name(messages: tuple[Message, ...]) -> tuple[Message, ...]:
-    return tuple(sorted(messages, key=resource_name))
+    unique: dict[str, Message] = {}
+    for message in messages:
+        unique.setdefault(resource_name(message), message)
+    return tuple(unique[name] for name in sorted(unique))
 
 
 def _no_groups() -> Mapping[str, ProxyResources]:

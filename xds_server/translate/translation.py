@@ -15,7 +15,10 @@ rather than spoken to without the TLS it asks for.
 
 With a ``Mesh`` document, each group that fronts a mesh service also gets that service's
 sidecar resources (see ``mesh``), merged into its edge resources; without one, nothing
-changes.
+changes. A named group whose routes call a mesh service (``edge_callers``) calls it as a
+sidecar would: its cluster for the service (still named after it) goes to the service's
+sidecars over mutual TLS with the group's own identity, verifying the service's SPIFFE ID;
+until the group's identity is issued, the service gets no instances (fail closed).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from xds_server.model.certificate import CertificateForm
 from xds_server.model.config import Config, Entry
 from xds_server.model.inventory import Inventory, Service
 from xds_server.model.listener import ListenerProtocol
+from xds_server.model.mesh_checks import edge_callers
 from xds_server.model.route import RouteSpec
 from xds_server.model.tls import DownstreamTls, UpstreamTls
 from xds_server.model.workload import NO_IDENTITIES, Identities
@@ -39,7 +43,9 @@ from xds_server.translate.endpoints import empty_load_assignment, load_assignmen
 from xds_server.translate.groups import listeners_of, named_groups
 from xds_server.translate.listeners import listener
 from xds_server.translate.mesh import mesh_resources
-from xds_server.translate.output import ProxyResources, Translation
+from xds_server.translate.mesh.identities import identity_secret, trust_bundle_secret
+from xds_server.translate.mesh.outbound import upstream_assignment, upstream_cluster
+from xds_server.translate.output import ProxyResources, Translation, resource_name
 from xds_server.translate.routes import (
     EnvoyRoute,
     envoy_routes,
@@ -64,9 +70,11 @@ _UNUSABLE = "unusable"
 class _Translator:
     """Per-translation memo: each listener's resources are built once and shared by groups."""
 
-    def __init__(self, inventory: Inventory, config: Config) -> None:
+    def __init__(self, inventory: Inventory, config: Config, identities: Identities) -> None:
         self._inventory = inventory
         self._config = config
+        self._identities = identities
+        self._callers = edge_callers(config)
         retry_policies = {name: entry.spec for name, entry in config.retry_policies.items()}
         service_policies = {name: entry.spec for name, entry in config.service_policies.items()}
         rate_limit_policies = {
@@ -134,6 +142,28 @@ class _Translator:
         if tls is None or not self._usable(upstream_certificates(tls), pairs):
             return _UNUSABLE
         return tls
+
+    def calls_mesh(self, group: str) -> bool:
+        """Whether ``group``'s routes call a mesh service (its edge resources are its own)."""
+        return group in self._callers
+
+    def _mesh_upstream(
+        self, group: str, service: str
+    ) -> tuple[Message, Message, tuple[Message, ...]] | None:
+        """``group``'s cluster for mesh service ``service`` (named ``service``), its
+        assignment (the sidecars) and the secrets it uses; ``None`` while the group has no
+        identity or the mesh no trust bundle."""
+        identity = self._identities.get(group)
+        mesh = self._config.mesh_spec
+        if identity is None or mesh is None or not self._identities.trust_bundle:
+            return None
+        protocol = self._config.sidecars[service].spec.inbound.protocol
+        policy = self._config.service_policy(service)
+        return (
+            upstream_cluster(group, service, protocol, policy, mesh.trust_domain, service),
+            upstream_assignment(self._inventory.get(service), service, edge=True),
+            (identity_secret(identity), trust_bundle_secret(self._identities.trust_bundle)),
+        )
 
     def _services(self, listener_names: Iterable[str]) -> list[str]:
         services = {
@@ -211,8 +241,14 @@ class _Translator:
             clusters.append(metrics_cluster(listener_name, spec.metrics))
         return clusters, certificates
 
-    def resources(self, listener_names: tuple[str, ...]) -> ProxyResources:
+    def resources(
+        self, listener_names: tuple[str, ...], group: str | None = None
+    ) -> ProxyResources:
+        """The edge resources of ``listener_names``, for the Envoys of ``group`` (``None``:
+        a group no listener names)."""
         config, inventory = self._config, self._inventory
+        mesh_services = self._callers.get(group, frozenset()) if group is not None else ()
+        mesh_secrets: dict[str, Message] = {}
         certificates: set[str] = set()
         listeners: list[Message] = []
         served: list[str] = []
@@ -235,8 +271,18 @@ class _Translator:
         clusters: list[Message] = []
         endpoints: list[Message] = []
         for name in self._services(served):
-            upstream = self._upstream(name)
             policy = config.service_policy(name)
+            if group is not None and name in mesh_services:
+                found = self._mesh_upstream(group, name)
+                if found is not None:
+                    clusters.append(found[0])
+                    endpoints.append(found[1])
+                    mesh_secrets.update((resource_name(m), m) for m in found[2])
+                else:
+                    clusters.append(cluster(name, policy))
+                    endpoints.append(empty_load_assignment(name))
+                continue
+            upstream = self._upstream(name)
             if isinstance(upstream, str):
                 clusters.append(cluster(name, policy))
                 endpoints.append(empty_load_assignment(name))
@@ -246,14 +292,17 @@ class _Translator:
             clusters.append(cluster(name, policy, upstream))
             endpoints.append(load_assignment(inventory.get(name) or Service(name)))
         clusters_by_name.update((getattr(c, "name"), c) for c in clusters)  # noqa: B009
+        secrets = tuple(
+            secret(name, config.certificates[name].spec) for name in sorted(certificates)
+        )
+        if mesh_secrets:
+            secrets = tuple(sorted((*secrets, *mesh_secrets.values()), key=resource_name))
         return ProxyResources(
             clusters=tuple(clusters_by_name[name] for name in sorted(clusters_by_name)),
             endpoints=tuple(endpoints),
             listeners=tuple(listeners),
             routes=tuple(self._route_configuration(name) for name in served),
-            secrets=tuple(
-                secret(name, config.certificates[name].spec) for name in sorted(certificates)
-            ),
+            secrets=secrets,
         )
 
 
@@ -263,14 +312,17 @@ def translate(
     """Envoy resources for every proxy group (see ``Translation``); ``identities`` are the
     mesh CA's certificates (see ``mesh``: a group that fronts a mesh service also gets its
     sidecar resources)."""
-    translator = _Translator(inventory, config)
+    translator = _Translator(inventory, config, identities)
     default_listeners = listeners_of(config, None)
     default = translator.resources(default_listeners)
     mesh = mesh_resources(inventory, config, identities)
     groups: dict[str, ProxyResources] = {}
     for group in sorted({*named_groups(config), *mesh}):
         names = listeners_of(config, group)
-        edge = default if names == default_listeners else translator.resources(names)
+        if names == default_listeners and not translator.calls_mesh(group):
+            edge = default
+        else:
+            edge = translator.resources(names, group)
         sidecar = mesh.get(group)
         groups[group] = edge if sidecar is None else edge.merged(sidecar)
     groups_view: Mapping[str, ProxyResources] = MappingProxyType(groups)

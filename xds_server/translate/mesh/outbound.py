@@ -84,13 +84,16 @@ def upstream_cluster(
     protocol: MeshProtocol,
     policy: ServicePolicySpec | None,
     trust_domain: str,
+    name: str | None = None,
 ) -> Message:
-    """``upstream``'s sidecars, reached with ``service``'s identity."""
+    """``upstream``'s sidecars, reached with ``service``'s identity; the cluster (and its EDS
+    name) is ``name``, by default ``mesh/<upstream>`` (an edge group's cluster for a mesh
+    service keeps the service's name: its routes name it)."""
     base = (policy or ServicePolicySpec()).model_copy(
         update={"protocol": _PROTOCOL[protocol], "health_check": None, "tls_policy": None}
     )
     result = cluster_pb2.Cluster()
-    result.CopyFrom(cluster(upstream_cluster_name(upstream), base))
+    result.CopyFrom(cluster(name or upstream_cluster_name(upstream), base))
     result.transport_socket.CopyFrom(
         outbound_socket(
             service,
@@ -103,15 +106,23 @@ def upstream_cluster(
     return message
 
 
-def upstream_assignment(service: Service | None, upstream: str) -> Message:
-    """The ``ClusterLoadAssignment`` of ``mesh/<upstream>``: its sidecars' public ports,
-    with their instances' health (none while the upstream has no registry entry)."""
-    return _by_identity(service if service is not None else Service(upstream))
+def upstream_assignment(service: Service | None, upstream: str, *, edge: bool = False) -> Message:
+    """The ``ClusterLoadAssignment`` of ``mesh/<upstream>`` (with ``edge``: of the edge
+    cluster ``<upstream>``): its sidecars' public ports, with their instances' health (none
+    while the upstream has no registry entry)."""
+    return (_edge_by_identity if edge else _by_identity)(
+        service if service is not None else Service(upstream)
+    )
 
 
 def _assignment(service: Service) -> Message:
     return load_assignment(Service(upstream_cluster_name(service.name), service.mesh_endpoints))
 
 
+def _edge_assignment(service: Service) -> Message:
+    return load_assignment(Service(service.name, service.mesh_endpoints))
+
+
 #: Looked up by the identity of the registry's ``Service`` first, as ``endpoints`` does.
 _by_identity: IdentityMemo[Service, Message] = IdentityMemo(_assignment)
+_edge_by_identity: IdentityMemo[Service, Message] = IdentityMemo(_edge_assignment)
