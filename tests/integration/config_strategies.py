@@ -875,6 +875,52 @@ def http_permissions(draw: st.DrawFn) -> dict[str, Any]:
     )
 
 
+def _to_mesh_services(draw: st.DrawFn, rule: dict[str, Any], services: list[str]) -> None:
+    """``rule``'s backends (and mirror) replaced by mesh services, weights kept."""
+    backends = rule.get("backends")
+    if backends:
+        chosen = draw(st.lists(st.sampled_from(services), min_size=1, unique=True))
+        rule["backends"] = [
+            {"service": service, "weight": backend["weight"]}
+            for service, backend in zip(chosen, backends, strict=False)
+        ]
+        if sum(backend["weight"] for backend in rule["backends"]) == 0:
+            rule["backends"][0]["weight"] = 1
+    mirror = rule.get("filters", {}).get("mirror")
+    if mirror is not None:
+        mirror["service"] = draw(st.sampled_from(services))
+
+
+@st.composite
+def mesh_routes(
+    draw: st.DrawFn,
+    services: list[str],
+    protocols: dict[str, str],
+    upstreams: dict[str, list[str]],
+) -> list[dict[str, Any]]:
+    """Sometimes routes attached to mesh upstreams (``RouteSpec.upstreams``), sending to
+    mesh services (those with a ``Sidecar``)."""
+    called = sorted({u for s in services for u in upstreams[s] if protocols.get(u) != "tcp"})
+    if not called:
+        return []
+    result = []
+    for index in range(draw(st.integers(0, 2))):
+        drawn = draw(st.lists(rules([]), min_size=1, max_size=3))
+        for rule in drawn:
+            _to_mesh_services(draw, rule, services)
+        result.append(
+            {
+                "kind": "Route",
+                "name": f"mesh-route-{index}",
+                "spec": {
+                    "upstreams": draw(st.lists(st.sampled_from(called), min_size=1, unique=True)),
+                    "rules": drawn,
+                },
+            }
+        )
+    return result
+
+
 @st.composite
 def mesh_documents(draw: st.DrawFn, taken_ports: frozenset[int]) -> list[dict[str, Any]]:
     """A ``Mesh``, sidecars for some of ``MESH_SERVICES`` (each with upstreams) and
@@ -937,6 +983,7 @@ def mesh_documents(draw: st.DrawFn, taken_ports: frozenset[int]) -> list[dict[st
                 ),
             }
         )
+    result.extend(draw(mesh_routes(services, protocols, upstreams)))
     pairs = draw(
         st.lists(
             st.tuples(st.sampled_from(["*", *MESH_SERVICES]), st.sampled_from(services)).filter(

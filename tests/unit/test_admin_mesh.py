@@ -390,3 +390,37 @@ async def test_the_real_authoritys_status_is_shown_as_documented(tmp_path: Path)
         ("api", "spiffe://mesh.local/service/api")
     ]
     assert ca.identities.by_service["api"].private_key not in response.text
+
+
+def mesh_route(name: str, upstreams: list[str], *backends: str) -> dict[str, Any]:
+    return {
+        "kind": "Route",
+        "name": name,
+        "spec": {
+            "upstreams": upstreams,
+            "rules": [{"backends": [{"service": b} for b in backends]}],
+        },
+    }
+
+
+async def test_a_route_attached_to_upstreams_sends_to_mesh_services_only(api: Api) -> None:
+    await api.client.post("/v1/apply", json=[mesh(), sidecar("api"), sidecar("frontend", 20001)])
+    bad = mesh_route("canary", ["api"], "frontend", "api-v9")
+    reason = await refused(api, "PUT", "routes/canary", bad, "spec.rules[0].backends[1].service")
+    assert "a route attached to mesh upstreams sends to mesh services only" in reason
+    assert_problem(await api.client.get("/v1/routes/canary"), 404)
+    good = await api.put("routes/canary", mesh_route("canary", ["api"], "api", "frontend"))
+    assert good.status_code == 201, good.text
+    assert good.json()["warnings"] == []
+    # A route needs listeners, upstreams or both.
+    none = {"kind": "Route", "name": "n", "spec": {"rules": [{"backends": [{"service": "api"}]}]}}
+    assert "at least one" in await refused(api, "PUT", "routes/n", none, "spec.listeners")
+
+
+async def test_a_route_attached_to_an_upstream_without_a_sidecar_is_a_warning(api: Api) -> None:
+    await api.client.post("/v1/apply", json=[mesh(), sidecar("api")])
+    response = await api.put("routes/r", mesh_route("r", ["api", "ghost"], "api"))
+    assert response.status_code == 201, response.text
+    warnings = {w["field"]: w["reason"] for w in response.json()["warnings"]}
+    assert "no Sidecar for service 'ghost'" in warnings["spec.upstreams[1]"]
+    assert "spec.upstreams[0]" not in warnings

@@ -27,6 +27,7 @@ from xds_server.model.mesh import spiffe_id
 from xds_server.model.mesh_checks import edge_callers, mesh_warnings
 from xds_server.model.workload import NO_IDENTITIES, Identities
 from xds_server.translate import ProxyResources, Translation, translate
+from xds_server.translate.mesh import mesh_resources
 
 TD = "mesh.local"
 
@@ -568,3 +569,83 @@ def test_a_sidecar_group_that_is_also_an_edge_caller_holds_its_identity_once() -
     frontend = mesh_translation(config).groups["frontend"]
     assert names(frontend.secrets) == ["mesh/identity/frontend", "mesh/trust-bundle"]
     assert names(frontend.clusters) == ["api", "mesh-local/frontend", "mesh/api"]
+
+
+# -- Routes attached to a mesh upstream (RouteSpec.upstreams) --------------------------------
+
+API_V2 = ("Sidecar", "api-v2", {"inbound": {"port": 20003, "local_port": 8083}})
+CANARY = (
+    "Route",
+    "canary",
+    {
+        "upstreams": ["api"],
+        "rules": [
+            {
+                "matches": [{"headers": [{"name": "x-canary", "exact": "1"}]}],
+                "backends": [{"service": "api-v2"}],
+                "retry": {"retry_on": ["5xx"], "num_retries": 2},
+            },
+            {
+                "matches": [{"path": {"prefix": "/split"}}],
+                "backends": [{"service": "api", "weight": 90}, {"service": "api-v2", "weight": 10}],
+            },
+        ],
+    },
+)
+
+
+def outbound_manager(resources: ProxyResources) -> Any:
+    listener = by_name(resources.listeners, "mesh-outbound/frontend/api")
+    return unpack(
+        listener.filter_chains[0].filters[0].typed_config, hcm_pb2.HttpConnectionManager()
+    )
+
+
+def test_an_upstream_without_attached_routes_keeps_its_inline_route() -> None:
+    plain = mesh_translation(mesh_config(API_V2)).groups["frontend"]
+    manager = outbound_manager(plain)
+    assert manager.HasField("route_config") and not manager.HasField("rds")
+    assert "mesh-outbound/frontend/api" not in names(plain.routes)
+    # A route attached to listeners only changes nothing in the sidecars.
+    edge_only = ("Listener", "web", {"port": 8000})
+    route = ("Route", "r", {"listeners": ["web"], "rules": [{"backends": [{"service": "x"}]}]})
+    with_edge = mesh_resources(MESH_INVENTORY, mesh_config(API_V2, edge_only, route), IDENTITIES)[
+        "frontend"
+    ]
+    alone = mesh_resources(MESH_INVENTORY, mesh_config(API_V2), IDENTITIES)["frontend"]
+    assert [m.SerializeToString(deterministic=True) for m in with_edge.messages()] == [
+        m.SerializeToString(deterministic=True) for m in alone.messages()
+    ]
+
+
+def test_an_attached_route_moves_the_outbound_routes_to_rds_mapped_to_mesh_clusters() -> None:
+    resources = mesh_translation(mesh_config(API_V2, CANARY)).groups["frontend"]
+    manager = outbound_manager(resources)
+    assert manager.rds.route_config_name == "mesh-outbound/frontend/api"
+    assert not manager.HasField("route_config")
+    configuration = by_name(resources.routes, "mesh-outbound/frontend/api")
+    (host,) = configuration.virtual_hosts
+    assert list(host.domains) == ["*"]
+    split, canary, catch_all = host.routes  # by precedence: the longer prefix first
+    assert canary.name == "canary.rules[0].matches[0]"
+    assert canary.match.headers[0].name == "x-canary"
+    assert canary.route.cluster == "mesh/api-v2"
+    assert list(canary.route.retry_policy.retry_on.split(",")) == ["5xx"]
+    assert canary.route.retry_policy.num_retries.value == 2
+    weights = [(c.name, c.weight.value) for c in split.route.weighted_clusters.clusters]
+    assert weights == [("mesh/api", 90), ("mesh/api-v2", 10)]
+    assert catch_all.match.prefix == "/" and catch_all.route.cluster == "mesh/api"
+    # The backend's cluster comes with it: api-v2's sidecars, over mTLS as frontend.
+    assert_mesh_client(by_name(resources.clusters, "mesh/api-v2"), "frontend", "api-v2")
+    assert "mesh/api-v2" in names(resources.endpoints)
+
+
+def test_the_catch_all_keeps_the_upstream_hash_policies() -> None:
+    policy = (
+        "ServicePolicy",
+        "api",
+        {"load_balancing": {"policy": "ring_hash", "hash_policies": [{"header": "x-user"}]}},
+    )
+    resources = mesh_translation(mesh_config(API_V2, CANARY, policy)).groups["frontend"]
+    catch_all = by_name(resources.routes, "mesh-outbound/frontend/api").virtual_hosts[0].routes[-1]
+    assert [h.header.header_name for h in catch_all.route.hash_policy] == ["x-user"]

@@ -225,10 +225,43 @@ def _provided_ca_problem(config: Config, now: datetime.datetime | None) -> str |
     return None
 
 
+def _upstream_route_backends(config: Config) -> Iterator[Problem]:
+    """A route attached to mesh upstreams sends to mesh services only: a sidecar reaches
+    nothing else (its outbound clusters are other services' sidecars)."""
+    for name, entry in config.routes.items():
+        if not entry.spec.upstreams:
+            continue
+        for i, rule in enumerate(entry.spec.rules):
+            for j, backend in enumerate(rule.backends):
+                if backend.service not in config.sidecars:
+                    yield Problem(
+                        Kind.ROUTE.value,
+                        name,
+                        f"spec.rules[{i}].backends[{j}].service",
+                        "a route attached to mesh upstreams sends to mesh services only "
+                        f"(no Sidecar for {backend.service!r})",
+                    )
+
+
+def _upstream_route_warnings(config: Config) -> Iterator[Problem]:
+    if config.mesh_spec is None:
+        return
+    for name, entry in config.routes.items():
+        for index, upstream in enumerate(entry.spec.upstreams):
+            if upstream not in config.sidecars:
+                yield Problem(
+                    Kind.ROUTE.value,
+                    name,
+                    f"spec.upstreams[{index}]",
+                    f"no Sidecar for service {upstream!r}: the route applies once one exists",
+                )
+
+
 def mesh_errors(config: Config, now: datetime.datetime | None = None) -> Iterator[Problem]:
     """Every error of the mesh documents (see the module's docstring); with ``now``, a
     provided CA is checked for expiry too."""
     yield from _port_collisions(config)
+    yield from _upstream_route_backends(config)
     yield from _intention_problems(config)
     if reason := _provided_ca_problem(config, now):
         yield Problem(Kind.MESH.value, MESH_NAME, "spec.ca.certificate", reason)
@@ -306,6 +339,7 @@ def mesh_warnings(config: Config) -> Iterator[Problem]:
     """What is accepted but does nothing yet, whatever the registry holds."""
     yield from _unnamed_edge_problems(config)
     yield from _overridden_tls_problems(config)
+    yield from _upstream_route_warnings(config)
     if config.mesh_spec is None:
         for name in config.sidecars:
             yield Problem(Kind.SIDECAR.value, name, "kind", NO_MESH)

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     Field,
+    ValidationInfo,
     ValidatorFunctionWrapHandler,
     WrapValidator,
     field_validator,
@@ -340,14 +341,27 @@ class Rule(StrictModel):
 
 
 class RouteSpec(StrictModel):
-    listeners: NonEmpty[Name]
+    """A route attaches to edge ``listeners``, to mesh ``upstreams`` (every sidecar's calls
+    to those services, as Gateway API's GAMMA routes whose parent is a Service), or both.
+    ``hostnames`` apply to the listeners only: a mesh call is matched on the rules alone."""
+
+    #: Before ``listeners``, whose validator reads it.
+    upstreams: tuple[ServiceName, ...] = ()
+    listeners: Annotated[tuple[Name, ...], Field(validate_default=True)] = ()
     hostnames: NonEmpty[HostnameMatch] = ("*",)
     rules: NonEmpty[Rule]
 
     @field_validator("listeners")
     @classmethod
-    def _unique_listeners(cls, listeners: tuple[str, ...]) -> tuple[str, ...]:
+    def _unique_listeners(cls, listeners: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        if not listeners and not info.data.get("upstreams"):
+            raise invalid("too_short", "must list at least one item (or name upstreams)")
         return _unique(listeners, "listeners are")
+
+    @field_validator("upstreams")
+    @classmethod
+    def _unique_upstreams(cls, upstreams: tuple[str, ...]) -> tuple[str, ...]:
+        return _unique(upstreams, "upstreams are")
 
     @field_validator("hostnames")
     @classmethod

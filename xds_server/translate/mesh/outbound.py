@@ -18,6 +18,7 @@ from typing import Final
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.core.v3 import address_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
+from envoy.config.route.v3 import route_components_pb2 as route_pb2
 from google.protobuf.message import Message
 
 from xds_server.model.identity import IdentityMemo
@@ -47,19 +48,34 @@ _PROTOCOL: Final = {
 
 
 @lru_cache(maxsize=8192)
+def catch_all_route(service: str, upstream: str, policy: ServicePolicySpec | None) -> Message:
+    """Every request to ``mesh/<upstream>``, with the upstream's hash policies."""
+    name = outbound_listener_name(service, upstream)
+    target = upstream_cluster_name(upstream)
+    rule = Rule(backends=(Backend(service=upstream),))
+    policies = {upstream: policy} if policy is not None else {}
+    action = route_action(rule, Match(), {}, policies)
+    action.cluster = target
+    result: Message = route_pb2.Route(
+        name=name, match=route_pb2.RouteMatch(prefix="/"), route=action
+    )
+    return result
+
+
+@lru_cache(maxsize=8192)
 def outbound_listener(
-    service: str, upstream: Upstream, policy: ServicePolicySpec | None
+    service: str, upstream: Upstream, policy: ServicePolicySpec | None, rds: bool = False
 ) -> Message:
-    """The listener ``service``'s application calls ``upstream`` through."""
+    """The listener ``service``'s application calls ``upstream`` through (with ``rds``, its
+    routes are route configuration ``mesh-outbound/<service>/<upstream>``: routes attach)."""
     name = outbound_listener_name(service, upstream.service)
     target = upstream_cluster_name(upstream.service)
     if upstream.protocol.is_http:
-        manager = http_manager(name, target, [], inbound=False)
-        rule = Rule(backends=(Backend(service=upstream.service),))
-        policies = {upstream.service: policy} if policy is not None else {}
-        action = route_action(rule, Match(), {}, policies)
-        action.cluster = target
-        manager.route_config.virtual_hosts[0].routes[0].route.CopyFrom(action)
+        manager = http_manager(name, target, [], inbound=False, rds=rds)
+        if not rds:
+            manager.route_config.virtual_hosts[0].routes[0].CopyFrom(
+                catch_all_route(service, upstream.service, policy)
+            )
         filters = [
             listener_components_pb2.Filter(name=HTTP_CONNECTION_MANAGER, typed_config=pack(manager))
         ]

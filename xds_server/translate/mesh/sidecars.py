@@ -15,19 +15,27 @@ from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
-from xds_server.model.config import Config
+from xds_server.model.config import Config, Entry
 from xds_server.model.inventory import Inventory
 from xds_server.model.mesh import MeshSpec, SidecarSpec
+from xds_server.model.rate_limit import RateLimitPolicySpec
+from xds_server.model.retry import RetryPolicySpec
+from xds_server.model.route import RouteSpec
+from xds_server.model.service_policy import ServicePolicySpec
 from xds_server.model.workload import Identities, WorkloadIdentity
 from xds_server.translate.mesh.identities import identity_secret, trust_bundle_secret
 from xds_server.translate.mesh.inbound import inbound_listener, inbound_route, local_cluster
 from xds_server.translate.mesh.intentions import Named, by_destination
+from xds_server.translate.mesh.names import outbound_listener_name
 from xds_server.translate.mesh.outbound import (
+    catch_all_route,
     outbound_listener,
     upstream_assignment,
     upstream_cluster,
 )
+from xds_server.translate.mesh.routes import upstream_route_configuration
 from xds_server.translate.output import ProxyResources, resource_name
+from xds_server.translate.routes import envoy_routes
 
 
 class _Group:
@@ -65,6 +73,45 @@ class _Mesh:
     spec: MeshSpec
     intentions: Mapping[str, tuple[Named, ...]]
     trust_bundle: Message
+    #: Per mesh upstream, the routes attached to it (``RouteSpec.upstreams``), by name.
+    routes: Mapping[str, tuple[Entry[RouteSpec], ...]]
+    retry_policies: Mapping[str, RetryPolicySpec]
+    service_policies: Mapping[str, ServicePolicySpec]
+    rate_limits: Mapping[str, RateLimitPolicySpec]
+
+
+def _attached_routes(
+    group: _Group,
+    service: str,
+    upstream: str,
+    attached: tuple[Entry[RouteSpec], ...],
+    mesh: _Mesh,
+) -> None:
+    """The route configuration of ``service``'s outbound listener to ``upstream`` with the
+    routes attached to it, and the mesh cluster of every mesh service those routes send to."""
+    config = mesh.config
+    translated = tuple(
+        (
+            entry.name,
+            entry.created_revision,
+            envoy_routes(entry, mesh.retry_policies, mesh.service_policies, mesh.rate_limits),
+        )
+        for entry in attached
+    )
+    catch_all = catch_all_route(service, upstream, config.service_policy(upstream))
+    name = outbound_listener_name(service, upstream)
+    _add(group.routes, upstream_route_configuration(name, translated, catch_all))
+    reached = {
+        target for entry in attached for rule in entry.spec.rules for target in rule.services
+    }
+    for target in sorted(reached & config.sidecars.keys()):
+        protocol = config.sidecars[target].spec.inbound.protocol
+        policy = config.service_policy(target)
+        _add(
+            group.clusters,
+            upstream_cluster(service, target, protocol, policy, mesh.spec.trust_domain),
+        )
+        _add(group.endpoints, upstream_assignment(mesh.inventory.get(target), target))
 
 
 def _sidecar(
@@ -82,7 +129,10 @@ def _sidecar(
         _add(group.routes, inbound_route(service, mesh.spec, intentions))
     for upstream in spec.upstreams:
         policy = config.service_policy(upstream.service)
-        _add(group.listeners, outbound_listener(service, upstream, policy))
+        attached = mesh.routes.get(upstream.service, ()) if upstream.protocol.is_http else ()
+        _add(group.listeners, outbound_listener(service, upstream, policy, bool(attached)))
+        if attached:
+            _attached_routes(group, service, upstream.service, attached, mesh)
         _add(
             group.clusters,
             upstream_cluster(
@@ -92,6 +142,15 @@ def _sidecar(
         _add(
             group.endpoints, upstream_assignment(inventory.get(upstream.service), upstream.service)
         )
+
+
+def _routes_by_upstream(config: Config) -> dict[str, tuple[Entry[RouteSpec], ...]]:
+    found: dict[str, list[Entry[RouteSpec]]] = {}
+    for name in sorted(config.routes):
+        entry = config.routes[name]
+        for upstream in entry.spec.upstreams:
+            found.setdefault(upstream, []).append(entry)
+    return {upstream: tuple(entries) for upstream, entries in found.items()}
 
 
 def mesh_resources(
@@ -107,6 +166,10 @@ def mesh_resources(
         spec,
         by_destination({name: entry.spec for name, entry in config.intentions.items()}),
         trust_bundle_secret(identities.trust_bundle),
+        _routes_by_upstream(config),
+        {name: entry.spec for name, entry in config.retry_policies.items()},
+        {name: entry.spec for name, entry in config.service_policies.items()},
+        {name: entry.spec for name, entry in config.rate_limit_policies.items()},
     )
     groups: dict[str, _Group] = {}
     for service in sorted(config.sidecars):
