@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.support.pki import TestCa, utc_now
 from tests.unit.model_builders import doc, listener
+from xds_server.mesh.ca import key_usage
 from xds_server.model import Config, Endpoint, Inventory, Service, validate_config
 from xds_server.model.mesh_checks import NO_MESH
 from xds_server.model.validation import ValidationReport
@@ -203,28 +204,11 @@ def _self_signed(key_usage: x509.KeyUsage, days: int = 365) -> tuple[str, str]:
     return pem, key_pem
 
 
-_USAGES = (
-    "digital_signature",
-    "content_commitment",
-    "key_encipherment",
-    "data_encipherment",
-    "key_agreement",
-    "key_cert_sign",
-    "crl_sign",
-    "encipher_only",
-    "decipher_only",
-)
-
-
-def _key_usage(*allowed: str) -> x509.KeyUsage:
-    return x509.KeyUsage(**{usage: usage in allowed for usage in _USAGES})
-
-
 def test_a_provided_ca_must_be_allowed_to_sign_certificates() -> None:
-    no_sign = _self_signed(_key_usage("digital_signature"))
+    no_sign = _self_signed(key_usage("digital_signature"))
     report = check(_key_pair_doc("root", *no_sign), _provided())
     assert "keyCertSign" in errors_at(report, "Mesh", "mesh", "spec.ca.certificate")[0]
-    signs = _self_signed(_key_usage("key_cert_sign", "crl_sign"))
+    signs = _self_signed(key_usage("key_cert_sign", "crl_sign"))
     assert not check(_key_pair_doc("root", *signs), _provided()).errors
 
 
@@ -236,7 +220,7 @@ def test_a_provided_ca_in_files_is_refused() -> None:
 
 
 def test_an_expired_provided_ca_is_refused_even_when_the_certificate_allows_it() -> None:
-    chain, key = _self_signed(_key_usage("key_cert_sign", "crl_sign"), days=-1)
+    chain, key = _self_signed(key_usage("key_cert_sign", "crl_sign"), days=-1)
     allowed = doc("Certificate", "root", certificate=chain, private_key=key, allow_expired=True)
     report = check(allowed, _provided(), now=utc_now())
     assert "expired" in errors_at(report, "Mesh", "mesh", "spec.ca.certificate")[0]
