@@ -34,13 +34,19 @@ REGISTRY = Inventory.of(
         ),
     }
 )
+#: Bodies of the keys slipped into the status below: '-' is not base64, so no real PEM
+#: shown by a response (a certificate's, say) can contain them by chance.
+CA_KEY_BODY = "leaked-ca-key-body"
+LEAF_KEY_BODY = "leaked-leaf-key-body"
+CA_KEY = f"-----BEGIN PRIVATE KEY-----\n{CA_KEY_BODY}\n-----END PRIVATE KEY-----\n"
+LEAF_KEY = f"-----BEGIN EC PRIVATE KEY-----\n{LEAF_KEY_BODY}\n-----END EC PRIVATE KEY-----\n"
 #: What the CA authority would report; a key slipped in must never be shown.
 LEAKY_STATUS: dict[str, Any] = {
     "ca": {
         "subject": "CN=mesh root",
         "fingerprint_sha256": "AB:CD",
         "not_after": "2027-01-01T00:00:00Z",
-        "private_key": "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n",
+        "private_key": CA_KEY,
     },
     "identities": [
         {
@@ -48,9 +54,9 @@ LEAKY_STATUS: dict[str, Any] = {
             "spiffe_id": "spiffe://mesh.local/service/api",
             "serial": "0A1B",
             "not_after": "2026-12-04T00:00:00Z",
-            "key_pem": "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n",
+            "key_pem": LEAF_KEY,
         },
-        "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n",
+        CA_KEY,
     ],
 }
 
@@ -107,7 +113,7 @@ async def api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[A
     assert seen
     for response in seen:
         assert "PRIVATE KEY" not in response.text, (response.request.url, response.text)
-        assert "MIIB" not in response.text and "MHc" not in response.text
+        assert CA_KEY_BODY not in response.text and LEAF_KEY_BODY not in response.text
 
 
 async def refused(
