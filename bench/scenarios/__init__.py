@@ -15,6 +15,7 @@ def scenarios() -> dict[str, Scenario]:
         bytes_per_change,
         churn,
         connect_storm,
+        console,
         endpoint_flap,
         idle,
         load_held,
@@ -37,6 +38,7 @@ def scenarios() -> dict[str, Scenario]:
         "load_held": load_held.run,
         "mass_change": mass_change.run,
         "mesh": mesh.run,
+        "console": console.run,
     }
 
 
@@ -52,4 +54,5 @@ NAMES = (
     "load_held",
     "mass_change",
     "mesh",
+    "console",
 )

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from xds_server.admin.console import console_router, services_router
 from xds_server.admin.context import AdminContext
 from xds_server.admin.errors import install_error_handlers
 from xds_server.admin.kinds import resource_kinds
@@ -65,6 +66,8 @@ def create_admin_app(context: AdminContext) -> FastAPI:
     app.include_router(proxies_router(context.proxies, context.cache))
     app.include_router(events_router(context.events))
     app.include_router(metrics_router(context.metrics))
+    app.include_router(services_router(context.inventory))
+    app.include_router(console_router())
     app.add_middleware(ConfigRevisionHeader, store=context.store)
     app.add_middleware(BodySizeLimit, max_bytes=context.max_body_bytes)
     # Outermost, so it sees every answer, refusals by the middlewares above included.

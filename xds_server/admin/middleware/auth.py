@@ -45,6 +45,9 @@ log = logging.getLogger("xds_server.admin.auth")
 Role = Literal["read", "write"]
 #: Paths answered without a token.
 OPEN_PATHS: Final = frozenset({"/healthz", "/readyz", "/metrics"})
+#: The console's pages and assets: they hold no data (the browser reads it from the API
+#: with the token), so a browser can load them before it has one.
+OPEN_PREFIXES: Final = ("/ui/",)
 #: Methods a ``read`` token may use.
 READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Where the authenticated token's name is kept in the ASGI scope's ``state``.
@@ -189,7 +192,13 @@ class BearerAuth:
         self.tokens = tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope.get("path") in OPEN_PATHS:
+        path = str(scope.get("path", ""))
+        if (
+            scope["type"] not in ("http", "websocket")
+            or path in OPEN_PATHS
+            or path == "/ui"
+            or path.startswith(OPEN_PREFIXES)
+        ):
             await self.app(scope, receive, send)
             return
         tokens = self.tokens.current() if isinstance(self.tokens, TokenFile) else self.tokens
@@ -203,7 +212,6 @@ class BearerAuth:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        path = scope.get("path")
         if presented is None:
             status, slug, detail, challenge = (
                 401,
