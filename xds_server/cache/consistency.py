@@ -8,6 +8,7 @@ otherwise keep a listener or cluster warming, or answer 503 for a route.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -171,8 +172,17 @@ def problems(snapshot: Snapshot) -> list[str]:
     return found
 
 
+#: Snapshots found consistent, by id (weakly: a snapshot's entry goes with it). A snapshot
+#: never changes, and the pipeline hands an unchanged group's snapshot over again as the
+#: same object, so a rebuild after one change checks only the snapshots it built.
+_consistent: weakref.WeakValueDictionary[int, Snapshot] = weakref.WeakValueDictionary()
+
+
 def check(snapshot: Snapshot) -> None:
     """Raise :class:`InconsistentSnapshot` when any reference dangles."""
+    if _consistent.get(id(snapshot)) is snapshot:
+        return
     found = problems(snapshot)
     if found:
         raise InconsistentSnapshot(found)
+    _consistent[id(snapshot)] = snapshot

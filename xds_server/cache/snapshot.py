@@ -6,6 +6,7 @@ import hashlib
 import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -40,15 +41,39 @@ class Resource:
         type_url = type_url_of(message.DESCRIPTOR.full_name)
         body = message.SerializeToString(deterministic=True)
         version = content_version(body)
-        any_bytes = encoding.any_message(type_url, body)
+        sotw, delta = encoding.resource_fields(_any_prefix(type_url), name, version, body)
         return Resource(
             name=name,
             type_url=type_url,
             version=version,
             body=body,
-            sotw_field=encoding.sotw_resource_field(any_bytes),
-            delta_field=encoding.delta_resource_field(name, version, any_bytes),
+            sotw_field=sotw,
+            delta_field=delta,
         )
+
+
+@lru_cache(maxsize=64)
+def _any_prefix(type_url: str) -> bytes:
+    return encoding.any_type_prefix(type_url)
+
+
+class SharedResources:
+    """The resources serialised by the snapshots of one build, by message identity:
+    translation hands a resource that several groups have (the trust bundle is in every
+    sidecar's) to each of them as the very same message, so it is serialised and hashed
+    once per build, not once per group. Only for the duration of one build: an entry holds
+    its message (protobuf messages take no weak references), and what outlives a build is
+    reused through ``previous`` instead. Messages are never mutated once translated."""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[Message, Resource]] = {}
+
+    def get(self, message: Message) -> Resource | None:
+        hit = self._entries.get(id(message))
+        return hit[1] if hit is not None and hit[0] is message else None
+
+    def put(self, message: Message, resource: Resource) -> None:
+        self._entries[id(message)] = (message, resource)
 
 
 def resource_name(message: Message) -> str:
@@ -70,6 +95,7 @@ def set_version(resources: Iterable[Resource]) -> str:
 
 
 _EMPTY: Mapping[str, Resource] = MappingProxyType({})
+_EMPTY_BY_TYPE: Mapping[str, Mapping[str, Resource]] = MappingProxyType({})
 _serials = itertools.count(1)
 #: How many builds back a snapshot remembers what changed.
 _HISTORY = 8
@@ -121,6 +147,7 @@ class Snapshot:
     def build(
         messages: Mapping[str, Iterable[Message]] | Iterable[Message],
         previous: Snapshot | None = None,
+        shared: SharedResources | None = None,
     ) -> Snapshot:
         """Serialise messages into a snapshot.
 
@@ -128,11 +155,12 @@ class Snapshot:
         With ``previous``, a message equal to the one already serialised there is reused, so
         a small change to a large snapshot costs comparisons rather than serialisations, and
         the snapshot records what changed since ``previous`` (``changes``), so streams in
-        sync with ``previous`` look only at that.
+        sync with ``previous`` look only at that. Snapshots built with the same ``shared``
+        serialise a message they have in common once.
         """
         if isinstance(messages, Mapping):
             messages = (m for group in messages.values() for m in group)
-        by_type, kept, updated = _serialise(messages, previous)
+        by_type, kept, updated = _serialise(messages, previous, shared or SharedResources())
         resources = _frozen(by_type)
         if previous is None:
             return Snapshot(resources=resources, messages=_frozen(kept))
@@ -215,17 +243,21 @@ _ByType = dict[str, dict[str, _V]]
 
 
 def _serialise(
-    flat: Iterable[Message], previous: Snapshot | None
+    flat: Iterable[Message], previous: Snapshot | None, shared: SharedResources
 ) -> tuple[_ByType[Resource], _ByType[Any], dict[str, set[str]]]:
     """(resources, messages, names serialised anew) per type URL. A message equal to the one
     ``previous`` has under its name keeps that one's serialised resource."""
     by_type: _ByType[Resource] = {}
     kept: _ByType[Any] = {}
     updated: dict[str, set[str]] = {}
-    kinds: dict[Any, tuple[str, dict[str, Resource], dict[str, Any], Mapping[str, Any]]] = {}
+    kinds: dict[
+        Any,
+        tuple[str, dict[str, Resource], dict[str, Any], Mapping[str, Any], Mapping[str, Resource]],
+    ] = {}
     old_messages: Mapping[str, Mapping[str, Any]] = (
         previous.messages if previous is not None else {}
     )
+    old_resources = previous.resources if previous is not None else _EMPTY_BY_TYPE
     for message in flat:
         # Per message type once: its type URL, where its resources go, what was there.
         descriptor = message.DESCRIPTOR
@@ -237,21 +269,40 @@ def _serialise(
                 by_type.setdefault(type_url, {}),
                 kept.setdefault(type_url, {}),
                 old_messages.get(type_url, _EMPTY),
+                old_resources.get(type_url, _EMPTY),
             )
-        type_url, resources, messages_of_type, old_of_type = kind
+        type_url, resources, messages_of_type, old_of_type, old_resources_of_type = kind
         name = resource_name(message)
         old = old_of_type.get(name)
         # Translation caches its per-item messages, so an unchanged one is usually the
         # very same object: no need to compare it field by field.
-        if old is not None and (old is message or old == message):
-            assert previous is not None
-            resource = previous.resources[type_url][name]
+        if old is message:
+            resource = old_resources_of_type[name]
         else:
-            resource = Resource.of(name, message)
-            updated.setdefault(type_url, set()).add(name)
+            before = old_resources_of_type[name] if old is not None else None
+            resource = _resource(name, message, old, before, shared)
+            if resource is not before:
+                updated.setdefault(type_url, set()).add(name)
         resources[name] = resource
         messages_of_type[name] = message
     return by_type, kept, updated
+
+
+def _resource(
+    name: str, message: Message, old: Any, before: Resource | None, shared: SharedResources
+) -> Resource:
+    """``message``'s resource: the one serialised for this very message by another snapshot
+    of the build (``shared``), else ``before`` (what the previous snapshot has under
+    ``name``; ``old`` is its message) if equal, else a new one. ``before`` whenever the
+    content is the same, so that an unchanged resource keeps its object."""
+    resource = shared.get(message)
+    if resource is None:
+        equal = before is not None and old == message
+        resource = before if equal and before is not None else Resource.of(name, message)
+        shared.put(message, resource)
+    if before is not None and resource.version == before.version:
+        return before
+    return resource
 
 
 def _changes_between(

@@ -23,6 +23,7 @@ changes the plan.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -358,10 +359,24 @@ class MeshAuthority:
         await self._issue_all(todo, now)
 
     async def _issue_all(self, todo: list[tuple[str, Reason]], now: datetime) -> None:
-        for count, (service, reason) in enumerate(todo, start=1):
-            self._issue(service, now, reason)
-            if count % _BATCH == 0:
-                await asyncio.sleep(0)  # let ADS streams run between batches
+        if len(todo) < _BATCH:
+            for service, reason in todo:
+                self._issue(service, now, reason)
+            return
+        # Many at once (the mesh turned on, a root rotation): no cyclic garbage collection
+        # meanwhile. Each leaf is a handful of long-lived objects, and thousands of them
+        # would trigger full collections that walk the whole heap (every stream, every
+        # snapshot) for nothing; the collection that follows does it once.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for count, (service, reason) in enumerate(todo, start=1):
+                self._issue(service, now, reason)
+                if count % _BATCH == 0:
+                    await asyncio.sleep(0)  # let ADS streams run between batches
+        finally:
+            if enabled:
+                gc.enable()
 
     def _issue(self, service: str, now: datetime, reason: Reason) -> None:
         wanted, ca = self._wanted, self._active

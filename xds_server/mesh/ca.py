@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Final
 
 from cryptography import x509
@@ -229,6 +230,23 @@ def _authority_key_id(ca: RootCa) -> x509.AuthorityKeyIdentifier:
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski.value)
 
 
+@lru_cache(maxsize=1)
+def _leaf_extensions() -> tuple[x509.BasicConstraints, x509.KeyUsage, x509.ExtendedKeyUsage]:
+    """The extensions every leaf has (immutable values, built once, not per leaf)."""
+    return (
+        x509.BasicConstraints(ca=False, path_length=None),
+        key_usage("digital_signature", "key_encipherment"),
+        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+    )
+
+
+@lru_cache(maxsize=16)
+def _authority_key_id_of(ca: RootCa) -> x509.AuthorityKeyIdentifier:
+    """``_authority_key_id``, once per CA rather than per leaf (it parses the CA's
+    extensions)."""
+    return _authority_key_id(ca)
+
+
 def serial_hex(serial: int) -> str:
     """Lowercase hex in whole bytes, as Envoy's ``/certs`` shows a serial number."""
     text = format(serial, "x")
@@ -246,7 +264,7 @@ def issue_leaf(
     serial = x509.random_serial_number()
     not_before = now - CLOCK_SKEW
     not_after = min(now + ttl, ca.not_after)
-    certificate = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, service[:64])]))
         .issuer_name(ca.cert.subject)
@@ -254,20 +272,18 @@ def issue_leaf(
         .serial_number(serial)
         .not_valid_before(not_before)
         .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(key_usage("digital_signature", "key_encipherment"), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
+    )
+    constraints, usage, extended = _leaf_extensions()
+    certificate = (
+        builder.add_extension(constraints, critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(extended, critical=False)
         .add_extension(
             x509.SubjectAlternativeName([x509.UniformResourceIdentifier(identity)]),
             critical=False,  # RFC 5280: critical only with an empty subject
         )
         .add_extension(_key_id(public), critical=False)
-        .add_extension(_authority_key_id(ca), critical=False)
+        .add_extension(_authority_key_id_of(ca), critical=False)
         .sign(ca.signing_key, hashes.SHA256())
     )
     return WorkloadIdentity(

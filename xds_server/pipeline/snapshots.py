@@ -7,14 +7,16 @@ snapshots once a burst of changes has settled, so one Consul flap storm costs on
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from xds_server.cache.consistency import InconsistentSnapshot
-from xds_server.cache.snapshot import Snapshot
+from xds_server.cache.snapshot import SharedResources, Snapshot
 from xds_server.cache.snapshot_cache import SnapshotCache
 from xds_server.model.config import Config
 from xds_server.model.inventory import Inventory
@@ -22,6 +24,8 @@ from xds_server.model.workload import NO_IDENTITIES, Identities
 from xds_server.runtime.debounce import Debouncer
 
 log = logging.getLogger("xds_server.pipeline")
+#: The gRPC clients' resources among ``_built``'s keys (group names; no group has it).
+_GRPC_KEY = "\x00grpc"
 
 
 class GroupResources(Protocol):
@@ -43,10 +47,25 @@ class BuildResult:
     error: str | None = None
 
 
-def _build(messages: Iterable[Any], previous: Snapshot) -> Snapshot:
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection during a build: a build allocates many objects that live
+    on (messages, resources, snapshots), which triggers full collections that walk the whole
+    heap (every stream, every snapshot) again and again, for nothing: what a build allocates
+    is freed by reference counting. The next collection after the build does the rest."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _build(messages: Iterable[Any], previous: Snapshot, shared: SharedResources) -> Snapshot:
     """A snapshot of ``messages``; ``previous`` itself when nothing changed, so the streams
     of a group whose resources did not change are not even woken."""
-    snapshot = Snapshot.build(messages, previous=previous)
+    snapshot = Snapshot.build(messages, previous=previous, shared=shared)
     return previous if snapshot.unchanged else snapshot
 
 
@@ -69,6 +88,11 @@ class SnapshotPipeline:
         self.identities = identities
         self._debouncer = Debouncer(debounce, max_delay)
         self._on_build = on_build
+        #: Per group, the resources of the last build and the snapshot built of them:
+        #: translation hands over an unchanged group's resources as the very same object
+        #: (``translate.mesh`` memoises each sidecar's), whose snapshot is then reused
+        #: as it is, without even comparing its resources.
+        self._built: dict[str | None, tuple[GroupResources, Snapshot]] = {}
 
     def set_inventory(self, inventory: Inventory) -> None:
         self.inventory = inventory
@@ -94,17 +118,8 @@ class SnapshotPipeline:
         started = time.perf_counter()
         error: str | None = None
         try:
-            translation = self._translate(self.inventory, self.config, self.identities)
-            state = self.cache.state
-            default = _build(translation.default.messages(), state.default)
-            groups: dict[str, Snapshot] = {}
-            for name, resources in translation.groups.items():
-                previous = state.groups.get(name, state.default)
-                if resources is translation.default and previous is state.default:
-                    groups[name] = default  # the default's resources: share its snapshot
-                else:
-                    groups[name] = _build(resources.messages(), previous)
-            self.cache.set_snapshots(default, groups)
+            with _gc_paused():
+                self._build_all()
         except InconsistentSnapshot as problem:
             error = f"inconsistent snapshot, keeping the previous one: {problem}"
             log.error(error)
@@ -112,6 +127,44 @@ class SnapshotPipeline:
         if self._on_build is not None:
             self._on_build(result)
         return result
+
+    def _build_all(self) -> None:
+        translation = self._translate(self.inventory, self.config, self.identities)
+        state = self.cache.state
+        built: dict[str | None, tuple[GroupResources, Snapshot]] = {}
+        shared = SharedResources()  # what groups have in common is serialised once
+        default = self._snapshot(built, shared, None, translation.default, state.default)
+        groups: dict[str, Snapshot] = {}
+        for name, resources in translation.groups.items():
+            previous = state.groups.get(name, state.default)
+            if resources is translation.default and previous is state.default:
+                groups[name] = default  # the default's resources: share its snapshot
+            else:
+                groups[name] = self._snapshot(built, shared, name, resources, previous)
+        # What proxyless gRPC clients get (``translate.proxyless``), whatever their group.
+        grpc_resources: GroupResources | None = getattr(translation, "grpc", None)
+        grpc = None
+        if grpc_resources is not None:
+            grpc = self._snapshot(built, shared, _GRPC_KEY, grpc_resources, state.grpc)
+        self.cache.set_snapshots(default, groups, grpc=grpc)
+        self._built = built
+
+    def _snapshot(
+        self,
+        built: dict[str | None, tuple[GroupResources, Snapshot]],
+        shared: SharedResources,
+        key: str | None,
+        resources: GroupResources,
+        previous: Snapshot,
+    ) -> Snapshot:
+        """``resources``' snapshot: ``previous`` if it was built of these very resources."""
+        last = self._built.get(key)
+        if last is not None and last[0] is resources and last[1] is previous:
+            snapshot = previous
+        else:
+            snapshot = _build(resources.messages(), previous, shared)
+        built[key] = (resources, snapshot)
+        return snapshot
 
     async def run(self) -> None:
         """Rebuild after every settled burst of changes, until cancelled."""

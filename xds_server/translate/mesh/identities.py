@@ -58,7 +58,9 @@ def trust_bundle_secret(roots: tuple[str, ...]) -> Message:
     return result
 
 
+@lru_cache(maxsize=16_384)
 def _sds(name: str) -> Any:
+    """Secret ``name`` over ADS (shared: whoever uses it copies it into their context)."""
     return secret_pb2.SdsSecretConfig(name=name, sds_config=ads())
 
 
@@ -101,3 +103,10 @@ def outbound_socket(service: str, upstream_id: str, sni: str, protocol: MeshProt
         common_tls_context=_common(service, peer, _ALPN[protocol]), sni=sni
     )
     return base_pb2.TransportSocket(name=TLS_TRANSPORT_SOCKET, typed_config=pack(context))
+
+
+def cache_clear() -> None:
+    """Forget the memoised SDS references and secrets (tests: cold translation)."""
+    _sds.cache_clear()
+    identity_secret.cache_clear()
+    trust_bundle_secret.cache_clear()

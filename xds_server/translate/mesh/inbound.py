@@ -45,15 +45,26 @@ TCP_PROXY: Final = "envoy.filters.network.tcp_proxy"
 
 
 def _route_to(name: str, cluster: str) -> Any:
-    """One virtual host sending every request to ``cluster``."""
+    """One virtual host sending every request to ``cluster`` (``_ROUTE_TO``'s shape, copied
+    and named: a copy is cheaper than building the nested messages, thousands per mesh)."""
+    result = route_configuration_pb2.RouteConfiguration()
+    result.CopyFrom(_route_to_shape())
+    result.name = name
+    host = result.virtual_hosts[0]
+    host.name = name
+    route = host.routes[0]
+    route.name = name
+    route.route.cluster = cluster
+    return result
+
+
+@lru_cache(maxsize=1)
+def _route_to_shape() -> Any:
     route = route_pb2.Route(
-        name=name,
-        match=route_pb2.RouteMatch(prefix="/"),
-        route=route_pb2.RouteAction(cluster=cluster),
+        match=route_pb2.RouteMatch(prefix="/"), route=route_pb2.RouteAction(cluster="-")
     )
     return route_configuration_pb2.RouteConfiguration(
-        name=name,
-        virtual_hosts=[route_pb2.VirtualHost(name=name, domains=["*"], routes=[route])],
+        virtual_hosts=[route_pb2.VirtualHost(domains=["*"], routes=[route])]
     )
 
 
@@ -65,19 +76,28 @@ def http_manager(
     manager = hcm_pb2.HttpConnectionManager(
         stat_prefix=stat_prefix(name),
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
-        http_filters=[
-            *http_filters,
-            hcm_pb2.HttpFilter(name=ROUTER, typed_config=pack(router_pb2.Router())),
-        ],
+        http_filters=[*http_filters, _router()],
     )
     if rds:
-        manager.rds.CopyFrom(hcm_pb2.Rds(route_config_name=name, config_source=ads()))
+        manager.rds.route_config_name = name
+        manager.rds.config_source.CopyFrom(_ads())
     else:
         manager.route_config.CopyFrom(_route_to(name, cluster))
     if inbound:
         manager.forward_client_cert_details = hcm_pb2.HttpConnectionManager.SANITIZE_SET
         manager.set_current_client_cert_details.uri = True
     return manager
+
+
+@lru_cache(maxsize=1)
+def _router() -> Any:
+    """The router filter (shared: a manager's filter list copies it)."""
+    return hcm_pb2.HttpFilter(name=ROUTER, typed_config=pack(router_pb2.Router()))
+
+
+@lru_cache(maxsize=1)
+def _ads() -> Any:
+    return ads()
 
 
 def tcp_proxy(name: str, cluster: str) -> Any:
@@ -101,8 +121,7 @@ def _filters(name: str, service: str, protocol: MeshProtocol, rbac: Any | None) 
     if protocol.is_http:
         if rbac is None:
             return [_manager_filter(http_manager(name, local, [], inbound=True))]
-        deny_all = hcm_pb2.HttpFilter(name=HTTP_RBAC, typed_config=pack(_DENY_ALL))
-        return [_manager_filter(http_manager(name, local, [deny_all], inbound=True, rds=True))]
+        return [_manager_filter(http_manager(name, local, [_deny_all()], inbound=True, rds=True))]
     filters = []
     if rbac is not None:
         network = network_rbac_pb2.RBAC(rules=rbac, stat_prefix=stat_prefix(name))
@@ -110,6 +129,12 @@ def _filters(name: str, service: str, protocol: MeshProtocol, rbac: Any | None) 
             listener_components_pb2.Filter(name=NETWORK_RBAC, typed_config=pack(network))
         )
     return [*filters, tcp_proxy(name, local)]
+
+
+@lru_cache(maxsize=1)
+def _deny_all() -> Any:
+    """The mTLS chain's HTTP RBAC filter (shared: a manager's filter list copies it)."""
+    return hcm_pb2.HttpFilter(name=HTTP_RBAC, typed_config=pack(_DENY_ALL))
 
 
 def _manager_filter(manager: Any) -> Any:

@@ -50,15 +50,21 @@ _PROTOCOL: Final = {
 @lru_cache(maxsize=8192)
 def catch_all_route(service: str, upstream: str, policy: ServicePolicySpec | None) -> Message:
     """Every request to ``mesh/<upstream>``, with the upstream's hash policies."""
-    name = outbound_listener_name(service, upstream)
-    target = upstream_cluster_name(upstream)
+    result = route_pb2.Route(name=outbound_listener_name(service, upstream))
+    result.match.prefix = "/"
+    result.route.CopyFrom(_catch_all_action(upstream, policy))
+    message: Message = result
+    return message
+
+
+@lru_cache(maxsize=8192)
+def _catch_all_action(upstream: str, policy: ServicePolicySpec | None) -> Message:
+    """The action of every caller's catch-all route to ``upstream`` (shared: copied)."""
     rule = Rule(backends=(Backend(service=upstream),))
     policies = {upstream: policy} if policy is not None else {}
     action = route_action(rule, Match(), {}, policies)
-    action.cluster = target
-    result: Message = route_pb2.Route(
-        name=name, match=route_pb2.RouteMatch(prefix="/"), route=action
-    )
+    action.cluster = upstream_cluster_name(upstream)
+    result: Message = action
     return result
 
 
@@ -76,19 +82,26 @@ def outbound_listener(
             manager.route_config.virtual_hosts[0].routes[0].CopyFrom(
                 catch_all_route(service, upstream.service, policy)
             )
-        filters = [
-            listener_components_pb2.Filter(name=HTTP_CONNECTION_MANAGER, typed_config=pack(manager))
-        ]
+        network_filter = listener_components_pb2.Filter(
+            name=HTTP_CONNECTION_MANAGER, typed_config=pack(manager)
+        )
     else:
-        filters = [tcp_proxy(name, target)]
+        network_filter = tcp_proxy(name, target)
+    # ``_outbound_shape``'s copy, named: cheaper than building the nested messages anew.
+    result = listener_pb2.Listener()
+    result.CopyFrom(_outbound_shape())
+    result.name = name
+    result.address.socket_address.port_value = upstream.local_port
+    result.filter_chains[0].filters.append(network_filter)
+    message: Message = result
+    return message
+
+
+@lru_cache(maxsize=1)
+def _outbound_shape() -> Message:
     result: Message = listener_pb2.Listener(
-        name=name,
-        address=address_pb2.Address(
-            socket_address=address_pb2.SocketAddress(
-                address="127.0.0.1", port_value=upstream.local_port
-            )
-        ),
-        filter_chains=[listener_components_pb2.FilterChain(filters=filters)],
+        address=address_pb2.Address(socket_address=address_pb2.SocketAddress(address="127.0.0.1")),
+        filter_chains=[listener_components_pb2.FilterChain()],
     )
     return result
 
@@ -105,9 +118,7 @@ def upstream_cluster(
     """``upstream``'s sidecars, reached with ``service``'s identity; the cluster (and its EDS
     name) is ``name``, by default ``mesh/<upstream>`` (an edge group's cluster for a mesh
     service keeps the service's name: its routes name it)."""
-    base = (policy or ServicePolicySpec()).model_copy(
-        update={"protocol": _PROTOCOL[protocol], "health_check": None, "tls_policy": None}
-    )
+    base = _mesh_policy(policy, protocol)
     result = cluster_pb2.Cluster()
     result.CopyFrom(cluster(name or upstream_cluster_name(upstream), base))
     result.transport_socket.CopyFrom(
@@ -120,6 +131,15 @@ def upstream_cluster(
     )
     message: Message = result
     return message
+
+
+@lru_cache(maxsize=8192)
+def _mesh_policy(policy: ServicePolicySpec | None, protocol: MeshProtocol) -> ServicePolicySpec:
+    """An upstream's policy as its mesh cluster applies it: the protocol the sidecars speak,
+    no active health checks, no TLS of its own (the mesh's instead)."""
+    return (policy or ServicePolicySpec()).model_copy(
+        update={"protocol": _PROTOCOL[protocol], "health_check": None, "tls_policy": None}
+    )
 
 
 def upstream_assignment(service: Service | None, upstream: str, *, edge: bool = False) -> Message:
@@ -142,3 +162,12 @@ def _edge_assignment(service: Service) -> Message:
 #: Looked up by the identity of the registry's ``Service`` first, as ``endpoints`` does.
 _by_identity: IdentityMemo[Service, Message] = IdentityMemo(_assignment)
 _edge_by_identity: IdentityMemo[Service, Message] = IdentityMemo(_edge_assignment)
+
+
+def clear_assignments() -> None:
+    """Forget the memoised assignments and shared parts (tests: a cold translation gives the
+    same bytes)."""
+    _by_identity.clear()
+    _edge_by_identity.clear()
+    _catch_all_action.cache_clear()
+    _mesh_policy.cache_clear()

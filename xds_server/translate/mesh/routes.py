@@ -83,3 +83,8 @@ def _configuration(
         ],
     )
     return result
+
+
+def clear_cache() -> None:
+    """Forget the memoised configurations (tests: a cold translation gives the same bytes)."""
+    _CACHE.clear()
