@@ -75,6 +75,8 @@ class Service:
     # A proxy's `Proxy` block as Consul renders it (see `proxy_json`); None for typical services.
     proxy: dict[str, Any] | None = None
     connect_native: bool = False
+    # Consul 1.17+'s `Locality` ({"Region", "Zone"}, both omitempty); None when not set.
+    locality: dict[str, str] | None = None
     create_index: int = 0
     modify_index: int = 0
 
@@ -113,6 +115,7 @@ class Service:
             and self.kind == other.kind
             and self.proxy == other.proxy
             and self.connect_native == other.connect_native
+            and self.locality == other.locality
         )
 
     def health_json(self) -> dict[str, Any]:
@@ -133,10 +136,19 @@ class Service:
             out["Port"] = self.port
         out["Weights"] = dict(self.weights)
         out.update(self._mesh_json())
+        if self.locality is not None:  # omitempty
+            out["Locality"] = self.locality_json()
         out["Namespace"] = NAMESPACE
         out["CreateIndex"] = self.create_index
         out["ModifyIndex"] = self.modify_index
         return out
+
+    def locality_json(self) -> dict[str, str] | None:
+        """`Locality` as Consul renders it: Region and Zone omitted when empty; the whole
+        field omitted (NodeService) or null (ServiceNode) when not set."""
+        if self.locality is None:
+            return None
+        return {k: v for k, v in self.locality.items() if k in ("Region", "Zone") and v}
 
     def _mesh_json(self) -> dict[str, Any]:
         """`Proxy` and `Connect` of a NodeService, rendered only when they say something (the
@@ -164,6 +176,7 @@ class Service:
             "Datacenter": datacenter,
             "Weights": dict(self.weights),
             **self._mesh_json(),
+            **({"Locality": self.locality_json()} if self.locality is not None else {}),
         }
 
     def catalog_json(self, node: Node) -> dict[str, Any]:
@@ -193,6 +206,7 @@ class Service:
         out["ServiceTags"] = list(self.tags)
         out["ServiceProxy"] = self.proxy_json()
         out["ServiceConnect"] = {"Native": self.connect_native, "Proxy": None}
+        out["ServiceLocality"] = self.locality_json()
         out["Namespace"] = NAMESPACE
         return out
 

@@ -171,7 +171,23 @@ def decode_service(raw: Mapping[str, Any], node: str, name_key: str, strict: boo
         kind=kind,
         proxy=decode_proxy(field(raw, "Proxy"), kind),
         connect_native=bool(field(connect, "Native", False)),
+        locality=decode_locality(field(raw, "Locality")),
     )
+
+
+def decode_locality(raw: Any) -> dict[str, str] | None:
+    """`Locality` (Consul 1.17+): an object of optional strings `Region` and `Zone`."""
+    if raw is None:
+        return None
+    body = as_dict(raw, "Locality")
+    out = {}
+    for key in ("Region", "Zone"):
+        value = field(body, key)
+        if value is not None and not isinstance(value, str):
+            raise ConsulError(400, f"Request decode failed: Locality.{key}: expected a string")
+        if value:
+            out[key] = value
+    return out
 
 
 _DEFINITION_FIELDS = (
@@ -311,6 +327,8 @@ def decode_sidecar_service(
         body["Meta"] = dict(parent.meta)
     if field(raw, "Weights") is None:
         body["Weights"] = dict(parent.weights)
+    if field(raw, "Locality") is None and parent.locality is not None:
+        body["Locality"] = dict(parent.locality)  # a sidecar is where its service is
     if not field(raw, "Port"):
         existing = catalog.services.get(parent.node, {}).get(sidecar_id)
         used = {s.port for s in catalog.services.get(parent.node, {}).values() if s.kind}

@@ -28,6 +28,7 @@ from .core import AGENT_ADDRESS, AGENT_NODE, Core, FailRule
 from .http_common import CORE, middleware
 from .model import Check, Node, Service
 from .ops import (
+    decode_locality,
     decode_sidecar_service,
     decode_tagged_addresses,
     decode_weights,
@@ -345,6 +346,7 @@ class ConsulDouble:
         tagged_addresses: TaggedAddresses | None = None,
         node_meta: Mapping[str, str] | None = None,
         serf_health: bool = True,
+        locality: Mapping[str, str] | None = None,
     ) -> str:
         """Register (or update) one instance in one write, like PUT /v1/catalog/register.
 
@@ -390,6 +392,7 @@ class ConsulDouble:
                     tagged_addresses=tagged,
                     meta=dict(meta or {}),
                     weights=service_weights,
+                    locality=decode_locality(dict(locality)) if locality is not None else None,
                 ),
             )
             if check_status is not None:

@@ -777,3 +777,32 @@ def test_standalone_process_prints_its_url(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+def test_locality_is_registered_and_answered_as_consul_does(
+    consul_double: ConsulDouble, http: httpx.Client
+) -> None:
+    """Consul 1.17+'s service `Locality`: omitted from health entries when unset, rendered
+    with only its non-empty keys, `ServiceLocality` in the catalog, inherited by sidecars."""
+    body = {
+        "Name": "api",
+        "ID": "api-1",
+        "Port": 9000,
+        "Locality": {"Region": "us-east-1", "Zone": "us-east-1a"},
+        "Connect": {"SidecarService": {}},
+    }
+    assert http.put("/v1/agent/service/register", json=body).status_code == 200
+    consul_double.register("api", "10.0.0.2", 9000, locality={"Zone": "b"})
+    consul_double.register("plain", "10.0.0.3", 80)
+    entries = {e["Service"]["ID"]: e for e in http.get("/v1/health/service/api").json()}
+    assert entries["api-1"]["Service"]["Locality"] == {"Region": "us-east-1", "Zone": "us-east-1a"}
+    assert entries["api-10.0.0.2-9000"]["Service"]["Locality"] == {"Zone": "b"}
+    [plain] = http.get("/v1/health/service/plain").json()
+    assert "Locality" not in plain["Service"]
+    catalog = {e["ServiceID"]: e for e in http.get("/v1/catalog/service/api").json()}
+    assert catalog["api-1"]["ServiceLocality"] == {"Region": "us-east-1", "Zone": "us-east-1a"}
+    assert http.get("/v1/catalog/service/plain").json()[0]["ServiceLocality"] is None
+    [sidecar] = http.get("/v1/health/connect/api").json()
+    assert sidecar["Service"]["Locality"] == {"Region": "us-east-1", "Zone": "us-east-1a"}
+    bad = {"Name": "x", "Locality": {"Zone": 3}}
+    assert http.put("/v1/agent/service/register", json=bad).status_code == 400

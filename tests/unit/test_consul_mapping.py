@@ -89,12 +89,13 @@ def test_documented_health_sample(health_sample: list[dict[str, Any]]) -> None:
                 port=8000,
                 weight=10,
                 health=Health.HEALTHY,
-                zone="dc1",
+                region="dc1",
                 priority=0,
                 metadata={
                     "consul": {
                         "tags": ["primary"],
                         "meta": {"redis_version": "4.0"},
+                        "node_meta": {"instance_type": "t2.medium"},
                         "node": "foobar",
                         "instance_id": "redis",
                         "datacenter": "dc1",
@@ -263,14 +264,54 @@ def test_weights(status: str, weights: dict[str, Any] | None, expected: int) -> 
 # --- datacenters, sorting, metadata ------------------------------------------------------------
 
 
-def test_zone_is_the_datacenter_and_priority_comes_from_the_options() -> None:
+def test_region_is_the_datacenter_and_priority_comes_from_the_options() -> None:
     endpoint = entry_to_endpoint(_entry(dc="dc2"), MappingOptions(priority=1, datacenter="x"))
     assert endpoint is not None
-    assert (endpoint.zone, endpoint.priority) == ("dc2", 1)
+    assert (endpoint.region, endpoint.zone, endpoint.priority) == ("dc2", "", 1)
     assert endpoint.metadata["consul"]["datacenter"] == "dc2"
     # An entry that does not name its datacenter takes the one it was read from.
     endpoint = entry_to_endpoint(_entry(dc=None), MappingOptions(datacenter="dc3"))
-    assert endpoint is not None and endpoint.zone == "dc3"
+    assert endpoint is not None and endpoint.region == "dc3"
+
+
+def _zoned(
+    locality: Any = None, service_meta: Any = None, node_meta: Any = None
+) -> tuple[str, str]:
+    entry = _entry(dc="dc1")
+    if locality is not None:
+        entry["Service"]["Locality"] = locality
+    if service_meta is not None:
+        entry["Service"]["Meta"] = service_meta
+    if node_meta is not None:
+        entry["Node"]["Meta"] = node_meta
+    endpoint = entry_to_endpoint(entry)
+    assert endpoint is not None
+    return endpoint.region, endpoint.zone
+
+
+def test_zone_from_locality_then_service_meta_then_node_meta() -> None:
+    everything = {"Region": "us-east-1", "Zone": "us-east-1a"}
+    assert _zoned(everything, {"zone": "s"}, {"zone": "n"}) == ("us-east-1", "us-east-1a")
+    assert _zoned({"Zone": "z"}, {"zone": "s"}) == ("dc1", "z")  # region falls back alone
+    assert _zoned({"Region": "r"}, {"zone": "s"}, {"zone": "n"}) == ("r", "s")
+    assert _zoned(None, {"zone": "s"}, {"zone": "n"}) == ("dc1", "s")
+    assert _zoned(None, {"version": "v2"}, {"zone": "n"}) == ("dc1", "n")
+    assert _zoned(None, None, None) == ("dc1", "")
+
+
+@pytest.mark.parametrize(
+    ("locality", "service_meta", "node_meta"),
+    [
+        (None, None, None),
+        ({"Zone": None, "Region": 7}, {"zone": ""}, None),
+        ("not-an-object", {"zone": 3}, {"zone": None}),
+        ({}, {}, "not-an-object"),
+    ],
+)
+def test_malformed_zone_fields_mean_no_zone(
+    locality: Any, service_meta: Any, node_meta: Any
+) -> None:
+    assert _zoned(locality, service_meta, node_meta) == ("dc1", "")
 
 
 def test_several_datacenters_merge_local_first() -> None:
@@ -279,7 +320,7 @@ def test_several_datacenters_merge_local_first() -> None:
         [_entry(node="b", dc="dc2"), _entry(node="c", dc="dc2")], MappingOptions(priority=1)
     )
     merged = merge_datacenters("web", [remote, local])
-    assert [(e.zone, e.priority, e.metadata["consul"]["node"]) for e in merged.endpoints] == [
+    assert [(e.region, e.priority, e.metadata["consul"]["node"]) for e in merged.endpoints] == [
         ("dc1", 0, "a"),
         ("dc2", 1, "b"),
         ("dc2", 1, "c"),
@@ -318,12 +359,14 @@ def test_metadata_carries_tags_meta_node_and_instance(health_sample: list[dict[s
     entry = copy.deepcopy(health_sample[0])
     entry["Service"]["Tags"] = None  # Consul prints null for no tags
     entry["Service"]["Meta"] = None
+    entry["Node"]["Meta"] = None
     endpoint = entry_to_endpoint(entry)
     assert endpoint is not None
     assert endpoint.metadata == {
         "consul": {
             "tags": [],
             "meta": {},
+            "node_meta": {},
             "node": "foobar",
             "instance_id": "redis",
             "datacenter": "dc1",

@@ -365,10 +365,11 @@ async def test_initial_sync_maps_the_catalog(consul_double: ConsulDouble) -> Non
         ]
         assert _endpoints(inventory, "db") == [("10.0.0.3", 5432, Health.UNHEALTHY)]
         first = inventory.services["web"].endpoints[0]
-        assert (first.weight, first.zone, first.priority) == (5, "dc1", 0)
+        assert (first.weight, first.region, first.priority) == (5, "dc1", 0)
         assert first.metadata["consul"] == {
             "tags": ["v1"],
             "meta": {"team": "a"},
+            "node_meta": {},
             "node": "node1",
             "instance_id": "web-10.0.0.1-8080",
             "datacenter": "dc1",
@@ -651,7 +652,7 @@ async def test_several_datacenters_local_first(
     async with watching(_settings(d, datacenters=("dc1", "dc2"))) as w:
         inventory = await w.next()
         web = inventory.services["web"].endpoints
-        assert [(e.address, e.zone, e.priority) for e in web] == [
+        assert [(e.address, e.region, e.priority) for e in web] == [
             ("10.1.0.1", "dc1", 0),
             ("10.2.0.1", "dc2", 1),
         ]
@@ -664,7 +665,7 @@ async def test_several_datacenters_local_first(
         assert inv.services["web"].endpoints[0].health is Health.HEALTHY
         d.deregister("web-10.1.0.1-8080", dc="dc1")
         inv, _ = await w.until(lambda i: len(i.services["web"].endpoints) == 1)
-        assert inv.services["web"].endpoints[0].zone == "dc2"
+        assert inv.services["web"].endpoints[0].region == "dc2"
 
 
 async def test_service_filters(consul_double: ConsulDouble) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Final
 from google.protobuf import any_pb2, json_format
 from pydantic import BaseModel, Field
 
+from xds_server.cache.clients import client_type
 from xds_server.cache.redaction import redact, redacted_body
 from xds_server.cache.snapshot import Resource
 from xds_server.cache.snapshot_cache import SnapshotCache
@@ -169,7 +170,7 @@ def held_identities(proxy: ProxyStatus, cache: SnapshotCache) -> list[dict[str, 
     status = proxy.types.get(SECRET)
     if status is None:
         return []
-    present = cache.snapshot_for(proxy.group).of_type(SECRET)
+    present = cache.snapshot_for(proxy.group, proxy.zone, client_type(proxy.node)).of_type(SECRET)
     found = []
     for name, version in sorted(dict(status.held).items()):
         resource = present.get(name)
@@ -233,7 +234,7 @@ def resource_json(resource: Resource, message: Any = None) -> dict[str, Any]:
 
 
 def proxy_config(proxy: ProxyStatus, cache: SnapshotCache) -> dict[str, Any]:
-    snapshot = cache.snapshot_for(proxy.group)
+    snapshot = cache.snapshot_for(proxy.group, proxy.zone, client_type(proxy.node))
     types: dict[str, Any] = {}
     for status in _ordered(proxy):
         present = snapshot.of_type(status.type_url)

@@ -16,6 +16,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.status.v3 import csds_pb2
 from google.protobuf import any_pb2, json_format, timestamp_pb2
 
+from xds_server.cache.clients import client_type
 from xds_server.cache.redaction import redacted_body
 from xds_server.cache.snapshot_cache import SnapshotCache
 from xds_server.cache.types import PUSH_ORDER
@@ -122,7 +123,7 @@ class ClientStatus:
             config.node.CopyFrom(proxy.node)
         else:
             config.node.CopyFrom(base_pb2.Node(id=proxy.node_id, cluster=proxy.group))
-        snapshot = self.cache.snapshot_for(proxy.group)
+        snapshot = self.cache.snapshot_for(proxy.group, proxy.zone, client_type(proxy.node))
         for type_url in [t for t in PUSH_ORDER if t in proxy.types]:
             status = proxy.types[type_url]
             present = snapshot.of_type(type_url)

@@ -15,6 +15,7 @@ import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 
 from xds_server.cache import encoding
+from xds_server.cache.clients import client_type
 from xds_server.cache.snapshot import set_version
 from xds_server.cache.snapshot_cache import SnapshotCache
 from xds_server.cache.types import CLUSTER, ENDPOINT, LISTENER, PUSH_ORDER, ROUTE, SECRET
@@ -155,7 +156,10 @@ class XdsServices:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "wrong type_url")
             if len(request.resource_names) > self.limits.max_resource_names:
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many names")
-            snapshot = self.cache.snapshot_for(str(request.node.cluster))
+            node = request.node
+            snapshot = self.cache.snapshot_for(
+                str(node.cluster), str(node.locality.zone), client_type(node)
+            )
             present = snapshot.of_type(type_url)
             names = set(request.resource_names)
             if not names or "*" in names:

@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 import grpc
 from google.protobuf.message import DecodeError
 
+from xds_server.cache.clients import ClientType, client_type
 from xds_server.cache.snapshot import Snapshot
 from xds_server.cache.snapshot_cache import CacheState, SnapshotCache
 from xds_server.cache.types import PUSH_ORDER
@@ -76,6 +77,10 @@ class XdsStream(abc.ABC, Generic[Request]):
         self.proxy: ProxyStatus | None = None
         self.node_id = ""
         self.group = ""
+        #: ``node.locality.zone``: the stream is served its group's view from that zone.
+        self.zone = ""
+        #: A proxyless gRPC client is served the gRPC snapshot, not its group's.
+        self.client = ClientType.ENVOY
         self.states: dict[str, TypeState] = {}
         self.generation = -1
         self._nonces = itertools.count(1)
@@ -135,10 +140,10 @@ class XdsStream(abc.ABC, Generic[Request]):
             state = await self.cache.wait_for_change(generation)
             generation = state.generation
             queue.put_nowait(_CHANGED)
-        current = self.cache.state.snapshot_for(self.group)
+        current = self.cache.state.snapshot_for(self.group, client=self.client)
         while True:
-            state = await self.cache.wait_for_snapshot(self.group, current)
-            current = state.snapshot_for(self.group)
+            state = await self.cache.wait_for_snapshot(self.group, current, self.client)
+            current = state.snapshot_for(self.group, client=self.client)
             queue.put_nowait(_CHANGED)
 
     # -- shared rules -----------------------------------------------------------------------
@@ -152,7 +157,8 @@ class XdsStream(abc.ABC, Generic[Request]):
         state = self.cache.state
         if state.generation != self.generation:
             self._push(state)
-        self.handle(self.state_for(type_url), request, state.snapshot_for(self.group), state)
+        snapshot = state.snapshot_for(self.group, self.zone, self.client)
+        self.handle(self.state_for(type_url), request, snapshot, state)
 
     def _type_url_of(self, request: Any) -> str:
         type_url = str(request.type_url)
@@ -175,15 +181,18 @@ class XdsStream(abc.ABC, Generic[Request]):
         node = request.node
         self.node_id = str(node.id)
         self.group = str(node.cluster)
+        self.zone = str(node.locality.zone)
+        self.client = client_type(node)
         self.proxy = self.registry.connect(
             self.node_id, self.group, self.peer, envoy_version(node), self.kind, node
         )
         log.info(
-            "proxy connected node=%s group=%s peer=%s stream=%s",
+            "proxy connected node=%s group=%s peer=%s stream=%s client=%s",
             self.node_id,
             self.group,
             self.peer,
             self.kind.value,
+            self.client.value,
         )
 
     def _check_limits(self, request: Any) -> None:
@@ -213,7 +222,7 @@ class XdsStream(abc.ABC, Generic[Request]):
         self.generation = cache_state.generation
         if self.proxy is None:
             return
-        snapshot = cache_state.snapshot_for(self.group)
+        snapshot = cache_state.snapshot_for(self.group, self.zone, self.client)
         started = [t for t in PUSH_ORDER if t in self.states and self.states[t].started]
         self.push(started, snapshot, cache_state)
 

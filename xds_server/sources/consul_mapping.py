@@ -12,9 +12,13 @@ Input is the documented shape of ``GET /v1/health/service/:service`` (a list of
   no checks → HEALTHY;
 - weight ``Weights.Passing`` when passing, ``Weights.Warning`` when warning (default 1,
   clamped to at least 1 because Envoy rejects 0);
-- locality zone = datacenter; priority 0 for the local datacenter, 1 for the others;
-- filter metadata under ``consul``: ``tags``, ``meta``, ``node``, ``instance_id``,
-  ``datacenter``;
+- locality (what zone-aware routing reads): region = ``Service.Locality.Region`` (Consul
+  1.17+) when set, else the datacenter; zone = ``Service.Locality.Zone`` when set, else
+  ``Service.Meta["zone"]``, else ``Node.Meta["zone"]``, else none; priority 0 for the local
+  datacenter, 1 for the others;
+- filter metadata under ``consul``: ``tags``, ``meta`` (``Service.Meta``), ``node_meta``
+  (``Node.Meta``), ``node``, ``instance_id``, ``datacenter`` (subsets filter on the first
+  three);
 - mesh (Connect): an instance whose ``Service.Kind`` is a proxy or gateway kind
   (``PROXY_KINDS``) is never an endpoint. A ``connect-proxy`` instance is a mesh endpoint of
   its ``Service.Proxy.DestinationServiceName`` (same address, port, health and weight rules:
@@ -57,7 +61,7 @@ class MappingOptions:
     prefer_tagged_address: str | None = None
     #: 0 for the local datacenter, 1 for the others.
     priority: int = 0
-    #: Zone when an entry does not name its datacenter (``Node.Datacenter``).
+    #: Datacenter (and region) when an entry does not name its own (``Node.Datacenter``).
     datacenter: str = ""
 
 
@@ -144,12 +148,14 @@ def entry_to_endpoint(
         weight = 1  # Envoy ignores the weight of unhealthy hosts; keep it valid
 
     datacenter = _str(node.get("Datacenter")) or options.datacenter
+    locality = _mapping(service.get("Locality"))
     tags = [t for t in (service.get("Tags") or ()) if isinstance(t, str)]
     meta = {str(k): v for k, v in _mapping(service.get("Meta")).items()}
     metadata = {
         CONSUL_METADATA_NAMESPACE: {
             "tags": tags,
             "meta": meta,
+            "node_meta": {str(k): v for k, v in _mapping(node.get("Meta")).items()},
             "node": _str(node.get("Node")),
             "instance_id": _str(service.get("ID")),
             "datacenter": datacenter,
@@ -160,7 +166,8 @@ def entry_to_endpoint(
         port=port,
         weight=weight,
         health=health,
-        zone=datacenter,
+        region=_str(locality.get("Region")) or datacenter,
+        zone=_zone(locality, meta, _mapping(node.get("Meta"))),
         priority=options.priority,
         metadata=metadata,
     )
@@ -284,6 +291,21 @@ def _address(
         if isinstance(node_tagged, str) and node_tagged:
             return node_tagged, port
     return _str(service.get("Address")) or _str(node.get("Address")), port
+
+
+#: The metadata key naming an instance's zone, in ``Service.Meta`` or ``Node.Meta``, for
+#: Consul before 1.17 (no ``Locality``) or instances registered without one.
+ZONE_META_KEY = "zone"
+
+
+def _zone(
+    locality: Mapping[str, Any], service_meta: Mapping[str, Any], node_meta: Mapping[str, Any]
+) -> str:
+    return (
+        _str(locality.get("Zone"))
+        or _str(service_meta.get(ZONE_META_KEY))
+        or _str(node_meta.get(ZONE_META_KEY))
+    )
 
 
 def _weight(value: Any) -> int:

@@ -98,6 +98,11 @@ class ProxyStatus:
     def connected(self) -> bool:
         return self.disconnected_at is None
 
+    @property
+    def zone(self) -> str:
+        """``node.locality.zone``: the proxy is served its group's snapshot as seen from it."""
+        return str(self.node.locality.zone) if self.node is not None else ""
+
     def type_status(self, type_url: str) -> TypeStatus:
         status = self.types.get(type_url)
         if status is None:
