@@ -8,6 +8,10 @@ filled in. Only the control plane's own cluster is static; everything else arriv
 node differs (``node.cluster`` is the service's group, ``node.id`` names the sidecar), and its
 admin interface stays on loopback. Listeners, clusters and the workload certificate (SDS) all
 arrive on the one ADS stream, so nothing about the mesh is static.
+
+``--zone ZONE`` sets ``node.locality.zone``: the server then sends that Envoy its group's
+endpoints with its own zone first (priority 0), failing over to the other zones, then to
+the other datacenters.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ _HTTP_OPTIONS: Final = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 #: Envoy sidecars), so that an edge proxy and a sidecar on one host do not collide.
 EDGE_ADMIN: Final = "127.0.0.1:9901"
 SIDECAR_ADMIN: Final = "127.0.0.1:19000"
+#: A zone as clouds and Consul name them (``us-east-1a``, ``europe-west1-b``, ``zone:a``).
+_ZONE_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
 
 
 class BootstrapError(ValueError):
@@ -128,10 +134,18 @@ def bootstrap(
     delta: bool = False,
     admin: HostPort | None = None,
     tls: TlsOptions | None = None,
+    zone: str = "",
 ) -> dict[str, Any]:
     """The bootstrap as a JSON-ready dict (keys in the order of ``envoy/bootstrap.yaml``)."""
     if not node_id:
         raise BootstrapError("--node-id: must not be empty")
+    node: dict[str, Any] = {"id": node_id, "cluster": group}
+    if zone:
+        if not re.fullmatch(_ZONE_PATTERN, zone):
+            raise BootstrapError(
+                f"--zone: {zone!r} is not a zone name (letters, digits, '.', '_', '-', ':')"
+            )
+        node["locality"] = {"zone": zone}
     ads = ads or HostPort("127.0.0.1", 18000)
     admin = admin or HostPort("127.0.0.1", 9901)
     cluster: dict[str, Any] = {
@@ -160,7 +174,7 @@ def bootstrap(
     if tls is not None:
         cluster["transport_socket"] = _tls_socket(tls, ads)
     return {
-        "node": {"id": node_id, "cluster": group},
+        "node": node,
         "dynamic_resources": {
             "ads_config": {
                 "api_type": "DELTA_GRPC" if delta else "GRPC",
@@ -173,4 +187,35 @@ def bootstrap(
         },
         "static_resources": {"clusters": [cluster]},
         "admin": {"address": _socket_address(admin)},
+    }
+
+
+def grpc_bootstrap(
+    node_id: str, *, group: str = "", ads: HostPort | None = None, zone: str = ""
+) -> dict[str, Any]:
+    """The JSON bootstrap of a proxyless gRPC application (``GRPC_XDS_BOOTSTRAP``, gRFC A27):
+    this server as its one xDS server over ADS (``server_features: ["xds_v3"]``; plaintext,
+    as gRPC's ``insecure`` channel credentials), its node, and its locality with ``zone``."""
+    if not node_id:
+        raise BootstrapError("--node-id: must not be empty")
+    node: dict[str, Any] = {"id": node_id}
+    if group:
+        node["cluster"] = group
+    if zone and not re.fullmatch(_ZONE_PATTERN, zone):
+        raise BootstrapError(
+            f"--zone: {zone!r} is not a zone name (letters, digits, '.', '_', '-', ':')"
+        )
+    # Always present: grpc-js-xds refuses a node without a locality (grpcio does not mind).
+    node["locality"] = {"zone": zone} if zone else {}
+    ads = ads or HostPort("127.0.0.1", 18000)
+    host = f"[{ads.host}]" if ":" in ads.host else ads.host
+    return {
+        "xds_servers": [
+            {
+                "server_uri": f"{host}:{ads.port}",
+                "channel_creds": [{"type": "insecure"}],
+                "server_features": ["xds_v3"],
+            }
+        ],
+        "node": node,
     }

@@ -619,22 +619,46 @@ def bootstrap(
     sni: Annotated[
         str | None, typer.Option("--sni", help="Server name to verify (default: ADS host).")
     ] = None,
+    zone: Annotated[
+        str,
+        typer.Option(
+            "--zone", help="node.locality.zone: prefer endpoints of this zone.", metavar="ZONE"
+        ),
+    ] = "",
     output: Annotated[
         BootstrapFormat, typer.Option("--output", "-o", help="yaml (default) or json.")
     ] = BootstrapFormat.yaml,
+    grpc: Annotated[
+        bool,
+        typer.Option("--grpc", help="A proxyless gRPC application's (GRPC_XDS_BOOTSTRAP) JSON."),
+    ] = False,
 ) -> None:
     """Print an Envoy bootstrap for this server (envoy -c FILE); --sidecar SERVICE for a mesh
-    sidecar of SERVICE."""
+    sidecar of SERVICE; --grpc for a gRPC application's xds:/// resolver."""
     from xds_server.cli.bootstrap import (
         EDGE_ADMIN,
         SIDECAR_ADMIN,
         BootstrapError,
         HostPort,
         TlsOptions,
+        grpc_bootstrap,
         sidecar_node,
     )
     from xds_server.cli.bootstrap import bootstrap as build
 
+    if grpc:
+        try:
+            if node_id is None:
+                raise BootstrapError("--node-id: required")
+            if sidecar is not None or delta or tls or any(v is not None for v in (ca, cert, key)):
+                raise BootstrapError("--grpc: no --sidecar, --delta or TLS options (plaintext ADS)")
+            grpc_document = grpc_bootstrap(
+                node_id, group=group or "", ads=HostPort.parse(ads, "--ads"), zone=zone
+            )
+        except BootstrapError as error:
+            raise fail(CliError([f"error: {error}"], code=2)) from None
+        render.print_json(grpc_document)
+        return
     try:
         if sidecar is not None:
             node_id, group = sidecar_node(sidecar, group=group, node_id=node_id)
@@ -658,6 +682,7 @@ def bootstrap(
             delta=delta,
             admin=admin_address,
             tls=tls_options,
+            zone=zone,
         )
     except BootstrapError as error:
         raise fail(CliError([f"error: {error}"], code=2)) from None

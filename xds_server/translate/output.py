@@ -63,6 +63,8 @@ class Translation:
     #: For each group named by some listener's ``groups``, and each group of a mesh sidecar
     #: (sorted by group name).
     groups: Mapping[str, ProxyResources] = field(default_factory=_no_groups)
+    #: For every proxyless gRPC client, whatever its group (``translate.proxyless``).
+    grpc: ProxyResources = ProxyResources()
 
     def for_group(self, group: str) -> ProxyResources:
         """The resources of the Envoys whose ``node.cluster`` is ``group``."""
