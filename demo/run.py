@@ -3,10 +3,11 @@
     .venv/bin/python demo/run.py [--check] [--envoy-port 10000] [--envoy-admin-port 9901]
         [--admin-port 8080] [--ads-port 18000] [--workdir .demo]
 
-Starts three sample instances (`api` v1 twice, `api-v2` v2 once) on free ports, lists them in
-a static registry file, starts `xds-server serve` on it and Envoy from `envoy/bootstrap.yaml`,
-applies `api/examples/demo.yaml` (listener bound to 127.0.0.1 and the chosen port) over the REST
-API, waits until a request through Envoy succeeds and prints what to try. Ctrl-C or SIGTERM
+Starts three sample instances of service `api` (v1 twice, v2 once) on free ports, lists them
+in a static registry file (each with its `version` in metadata and tags: the route splits by
+subset), starts `xds-server serve` on it and Envoy from `envoy/bootstrap.yaml`, applies
+`api/examples/demo.yaml` (listener bound to 127.0.0.1 and the chosen port) over the REST API,
+waits until a request through Envoy succeeds and prints what to try. Ctrl-C or SIGTERM
 stops every process it started. `--check` (or `DEMO_EXIT_AFTER_READY=1`) stops as soon as
 traffic flows. Every port has a variable too: DEMO_ENVOY_PORT, DEMO_ENVOY_ADMIN_PORT,
 DEMO_ADMIN_PORT, DEMO_ADS_PORT (and DEMO_DIR, DEMO_TIMEOUT; DEMO_ENVOY and DEMO_XDS_SERVER
@@ -48,7 +49,7 @@ SAMPLE = Path(__file__).resolve().parent / "sample_service.py"
 HOST = "127.0.0.1"
 
 #: (registry service, version, instance id) of every sample instance.
-INSTANCES = (("api", "v1", "api-v1-1"), ("api", "v1", "api-v1-2"), ("api-v2", "v2", "api-v2-1"))
+INSTANCES = (("api", "v1", "api-v1-1"), ("api", "v1", "api-v1-2"), ("api", "v2", "api-v2-1"))
 
 SERVER_LINE = re.compile(r"^listening ads=(\S+):(\d+) admin=(\S+):(\d+)$", re.MULTILINE)
 SAMPLE_LINE = re.compile(r"^listening (\d+)$", re.MULTILINE)
@@ -311,6 +312,7 @@ class Demo:
             endpoint = {
                 "address": HOST,
                 "port": ports[instance],
+                "tags": [version],
                 "metadata": {"version": version, "instance": instance},
             }
             services.setdefault(service, {"endpoints": []})["endpoints"].append(endpoint)
@@ -518,7 +520,7 @@ def instructions(
     return f"""
 demo: traffic flows through Envoy ({seconds:.1f}s after start); first answer: {json.dumps(first)}
 
-  Envoy listener    http://localhost:{envoy}/   route "demo": 80% api (v1), 20% api-v2 (v2)
+  Envoy listener    http://localhost:{envoy}/   route "demo": 80% api subset v1, 20% subset v2
   Envoy admin       http://localhost:{envoy_admin}/
   xds-server admin  http://localhost:{admin}/   (ADS gRPC on {HOST}:{ads})
   sample instances  {samples}
@@ -540,7 +542,7 @@ Try:
   curl -s -X POST 'localhost:{v1}/control/fail?rate=1'
   for i in $(seq 50); do curl -s -o /dev/null -w '%{{http_code}}\\n' localhost:{envoy}/; done \\
     | sort | uniq -c
-  curl -s localhost:{envoy_admin}/stats | grep -E 'cluster\\.api\\.upstream_rq_(retry|5xx)'
+  curl -s localhost:{envoy_admin}/stats | grep -E 'cluster\\.api~v1\\.upstream_rq_(retry|5xx)'
   curl -s -X POST localhost:{v1}/control/reset     # (or /control/slow?ms=1500: per-try timeout)
 
   # what Envoy knows: clusters and endpoints, as it got them over xDS

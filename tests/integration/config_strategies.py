@@ -23,6 +23,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from hypothesis import strategies as st
 
+from tests.integration.strategies_http import add_http_features, grpc_matches, listener_upgrades
+from tests.integration.strategies_streams import stream_documents
+from tests.integration.strategies_subsets import with_subsets
 from xds_server.model import Endpoint, Health, Inventory, Service
 from xds_server.model.duration import Duration
 from xds_server.model.mesh import spiffe_id
@@ -229,6 +232,7 @@ def plain_listener_spec(port: int) -> st.SearchStrategy[dict[str, Any]]:
                     "max_request_headers_kb": st.integers(1, 8192),
                     "use_remote_address": st.booleans(),
                     "xff_num_trusted_hops": st.integers(0, 10),
+                    "upgrades": listener_upgrades,
                 },
             ),
         },
@@ -295,7 +299,8 @@ header_mutations = st.builds(
 def rules(draw: st.DrawFn, retry_policy_names: list[str]) -> dict[str, Any]:
     redirect = draw(st.booleans()) and draw(st.booleans())
     prefix_only = draw(st.booleans())
-    rule: dict[str, Any] = {"matches": draw(st.lists(matches(prefix_only), max_size=2))}
+    match = st.one_of(matches(prefix_only), grpc_matches(prefix_only))
+    rule: dict[str, Any] = {"matches": draw(st.lists(match, max_size=2))}
     filters: dict[str, Any] = compact(
         request_headers=draw(optional(header_mutations)),
         response_headers=draw(optional(header_mutations)),
@@ -315,7 +320,7 @@ def rules(draw: st.DrawFn, retry_policy_names: list[str]) -> dict[str, Any]:
             ),
         )
         rule["filters"] = filters
-        return rule
+        return draw(add_http_features(rule, True))
     services = draw(st.lists(st.sampled_from(SERVICES), min_size=1, max_size=3, unique=True))
     weights = draw(
         st.lists(st.integers(0, 1_000_000), min_size=len(services), max_size=len(services))
@@ -363,7 +368,7 @@ def rules(draw: st.DrawFn, retry_policy_names: list[str]) -> dict[str, Any]:
     retry = draw(st.one_of(*retry_choices))
     if retry is not None:
         rule["retry"] = retry
-    return rule
+    return draw(add_http_features(rule, False))
 
 
 # -- Certificate and TlsPolicy -------------------------------------------------------------
@@ -759,7 +764,8 @@ def documents(draw: st.DrawFn) -> list[dict[str, Any]]:
                 ),
             }
         )
-    return result
+    result += draw(stream_documents(result, SERVICES))
+    return draw(with_subsets(result))
 
 
 endpoints = st.builds(

@@ -338,9 +338,13 @@ def test_demo_config_is_valid_and_splits_80_20_with_retries() -> None:
         parse_document(doc)
     rule = documents["Route"]["spec"]["rules"][0]
     assert rule["backends"] == [
-        {"service": "api", "weight": 80},
-        {"service": "api-v2", "weight": 20},
+        {"service": "api", "subset": "v1", "weight": 80},
+        {"service": "api", "subset": "v2", "weight": 20},
     ]
+    # The subsets select on the version each sample registers (Consul Service.Meta).
+    subsets = {s["name"]: s for s in documents["ServicePolicy"]["spec"]["subsets"]}
+    versions = {arg(SERVICES[name]["command"], "--version") for name in SAMPLES}
+    assert {s["metadata"]["version"] for s in subsets.values()} == versions == set(subsets)
     assert rule["retry"] == {"policy": documents["RetryPolicy"]["name"]}
     assert documents["Route"]["spec"]["listeners"] == [documents["Listener"]["name"]]
     retry = documents["RetryPolicy"]["spec"]
@@ -481,7 +485,8 @@ def test_the_apply_container_applies_the_demo_config(server: ServerProcess) -> N
     status, body, _ = call(server.admin + "/v1/routes/demo")
     assert status == 200, body
     assert json.loads(body)["spec"]["rules"][0]["backends"][1] == {
-        "service": "api-v2",
+        "service": "api",
+        "subset": "v2",
         "weight": 20,
     }
 

@@ -127,15 +127,19 @@ def test_demo_splits_retries_and_leaves_nothing_behind(demo: DemoRun) -> None:
     assert status == 200, body
     assert json.loads(body)["instance"] in state["pids"]
 
-    # 80/20 between `api` (v1) and `api-v2` (v2), within ±10 points over 200 requests.
+    # 80/20 between the subsets v1 and v2 of one service `api`, within ±10 points over 200
+    # requests.
     answers = [demo.envoy() for _ in range(200)]
     assert [status for status, _ in answers] == [200] * 200
     services = Counter(json.loads(body)["service"] for _, body in answers)
+    versions = Counter(json.loads(body)["version"] for _, body in answers)
     instances = Counter(json.loads(body)["instance"] for _, body in answers)
-    print(f"split: {dict(services)}; instances: {dict(instances)}")
-    assert set(services) == {"api", "api-v2"}
-    assert 0.70 <= services["api"] / 200 <= 0.90
+    print(f"split: {dict(versions)}; instances: {dict(instances)}")
+    assert set(services) == {"api"}
+    assert set(versions) == {"v1", "v2"}
+    assert 0.70 <= versions["v1"] / 200 <= 0.90
     assert instances["api-v1-1"] > 0 and instances["api-v1-2"] > 0
+    assert instances["api-v2-1"] == versions["v2"]  # v2 is the one v2 instance
 
     # One v1 instance answers 503 to everything: the retry policy hides it.
     broken = f"http://127.0.0.1:{state['ports']['api-v1-1']}"

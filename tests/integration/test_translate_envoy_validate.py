@@ -78,6 +78,7 @@ def with_test_files(raws: list[dict[str, Any]], directory: Path) -> list[dict[st
     [
         ("listener.yaml", "route.yaml", "retry-policy.yaml", "service-policy.yaml"),
         ("demo.yaml",),
+        ("listener.yaml", "subsets.yaml"),
         ("https.yaml", "tls-policy.yaml"),
         (
             "listener.yaml",
@@ -87,6 +88,7 @@ def with_test_files(raws: list[dict[str, Any]], directory: Path) -> list[dict[st
             "telemetry.yaml",
             "edge-route.yaml",
         ),
+        ("tcp-route.yaml", "tls-route.yaml"),
     ],
 )
 def test_examples_are_accepted_by_envoy(files: tuple[str, ...], tmp_path: Path) -> None:

@@ -112,6 +112,20 @@ def _documents() -> dict[str, dict[str, Any]]:
             "name": "api-to-web",
             "spec": {"source": "api", "destination": "web", "action": "allow"},
         },
+        "tcp-routes": {
+            "kind": "TcpRoute",
+            "name": "db",
+            "spec": {"listeners": ["raw-tcp"], "backends": [{"service": "api"}]},
+        },
+        "tls-routes": {
+            "kind": "TlsRoute",
+            "name": "sni",
+            "spec": {
+                "listeners": ["raw-tls"],
+                "hostnames": ["a.example"],
+                "backends": [{"service": "api"}],
+            },
+        },
     }
 
 
@@ -163,6 +177,12 @@ async def test_every_v1_route_needs_a_token_and_a_write_token_to_write(api: Auth
         plan.append(("PUT", f"/v1/{segment}/{{name}}", f"/v1/{segment}/{doc['name']}", doc))
     tls = by_segment["tls-policies"]
     plan.append(("PUT", "/v1/tls-policies/{name}", f"/v1/tls-policies/{tls['name']}", tls))
+    streams = (listener("raw-tcp", 9100, protocol="tcp"), listener("raw-tls", 9101, protocol="tls"))
+    for stream in streams:
+        plan.append(("PUT", "/v1/listeners/{name}", f"/v1/listeners/{stream['name']}", stream))
+    for segment in ("tcp-routes", "tls-routes"):
+        doc = by_segment[segment]
+        plan.append(("PUT", f"/v1/{segment}/{{name}}", f"/v1/{segment}/{doc['name']}", doc))
     plan.append(("PUT", "/v1/routes/{name}", "/v1/routes/web", by_segment["routes"]))
     before_apply = len(plan)  # each PUT so far made one revision
     plan.append(("POST", "/v1/apply", "/v1/apply", [route("web", hostnames=["a.example"])]))
@@ -177,6 +197,8 @@ async def test_every_v1_route_needs_a_token_and_a_write_token_to_write(api: Auth
         ("DELETE", "/v1/routes/{name}", "/v1/routes/web", None),
     ]
     for segment in (
+        "tcp-routes",
+        "tls-routes",
         "intentions",
         "sidecars",
         "tls-policies",

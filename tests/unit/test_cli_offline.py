@@ -343,3 +343,12 @@ def test_a_directory_without_documents_or_with_bad_yaml(
     (tmp_path / "broken.yaml").write_text("kind: Listener\nname: [a\n")
     code, _, err = run(capsys, "apply", "-f", str(tmp_path))
     assert code == 2 and f"{tmp_path / 'broken.yaml'}: not valid YAML at line" in err
+
+
+def test_bootstrap_zone_sets_the_node_locality(capsys: pytest.CaptureFixture[str]) -> None:
+    plain = printed_bootstrap(capsys, "--node-id", "e1", "--group", "edge")
+    zoned = printed_bootstrap(capsys, "--node-id", "e1", "--group", "edge", "--zone", "us-east-1a")
+    assert zoned["node"] == {"id": "e1", "cluster": "edge", "locality": {"zone": "us-east-1a"}}
+    assert {**zoned, "node": plain["node"]} == plain  # nothing else differs
+    code, out, err = run(capsys, "bootstrap", "--node-id", "a", "--group", "b", "--zone", "a b")
+    assert code == 2 and out == "" and "--zone" in err

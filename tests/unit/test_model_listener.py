@@ -54,7 +54,7 @@ def test_ipv6_address_is_canonicalised() -> None:
         ({"port": 65536}, "spec.port", "less than or equal to 65535"),
         ({"address": "localhost"}, "spec.address", "not an IPv4 or IPv6 address"),
         ({"address": "fe80::1%eth0"}, "spec.address", "not an IPv4 or IPv6 address"),
-        ({"protocol": "tcp"}, "spec.protocol", "'http'"),
+        ({"protocol": "udp"}, "spec.protocol", "'http'"),
         ({"groups": ["a", "a"]}, "spec.groups", "more than once: a"),
         ({"groups": ["bad group"]}, "spec.groups[0]", "not a valid proxy group name"),
         ({"access_log": "loud"}, "spec.access_log", "boolean"),

@@ -39,6 +39,7 @@ from xds_server.model import (
 )
 from xds_server.model import kind_named as model_kind_named
 from xds_server.model.mesh import IntentionSpec, SidecarSpec
+from xds_server.model.streams import StreamRouteSpec, TlsRouteSpec
 
 if TYPE_CHECKING:
     from xds_server.admin.context import AdminContext
@@ -103,6 +104,18 @@ def _route_sends_to(spec: RouteSpec, value: str) -> bool:
 
 
 def _route_has_hostname(spec: RouteSpec, value: str) -> bool:
+    return value in spec.hostnames
+
+
+def _stream_route_has_listener(spec: StreamRouteSpec, value: str) -> bool:
+    return value in spec.listeners
+
+
+def _stream_route_sends_to(spec: StreamRouteSpec, value: str) -> bool:
+    return any(backend.service == value for backend in spec.backends)
+
+
+def _tls_route_has_hostname(spec: TlsRouteSpec, value: str) -> bool:
     return value in spec.hostnames
 
 
@@ -172,6 +185,17 @@ _FILTERS: Final[Mapping[Kind, tuple[ListFilter, ...]]] = {
             _route_sends_to,
         ),
         ListFilter("hostname", "Only routes listing exactly this hostname.", _route_has_hostname),
+    ),
+    Kind.TCP_ROUTE: (
+        ListFilter("listener", "Only TCP routes of this listener.", _stream_route_has_listener),
+        ListFilter("service", "Only TCP routes sending to this service.", _stream_route_sends_to),
+    ),
+    Kind.TLS_ROUTE: (
+        ListFilter("listener", "Only TLS routes of this listener.", _stream_route_has_listener),
+        ListFilter("service", "Only TLS routes sending to this service.", _stream_route_sends_to),
+        ListFilter(
+            "hostname", "Only TLS routes listing exactly this hostname.", _tls_route_has_hostname
+        ),
     ),
     Kind.SERVICE_POLICY: (
         ListFilter(

@@ -102,4 +102,12 @@ def summary(document: Mapping[str, Any]) -> str:
         )
         listeners = ",".join(spec.get("listeners") or [])
         return f"{listeners} {hosts} -> {','.join(services) or '-'}"
+    if kind in ("TcpRoute", "TlsRoute"):
+        listeners = ",".join(spec.get("listeners") or [])
+        hosts = f" {','.join(spec.get('hostnames') or [])}" if kind == "TlsRoute" else ""
+        backends = ",".join(
+            f"{backend.get('service', '?')}:{backend.get('weight', 1)}"
+            for backend in spec.get("backends") or []
+        )
+        return f"{listeners}{hosts} -> {backends or '-'}"
     return ""

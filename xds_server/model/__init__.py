@@ -19,7 +19,9 @@ from xds_server.model.document import (
     RouteDocument,
     ServicePolicyDocument,
     Spec,
+    TcpRouteDocument,
     TlsPolicyDocument,
+    TlsRouteDocument,
     parse_document,
     parse_spec,
 )
@@ -32,6 +34,7 @@ from xds_server.model.rate_limit import RateLimitPolicySpec
 from xds_server.model.retry import RetryPolicySpec
 from xds_server.model.route import RouteSpec
 from xds_server.model.service_policy import ServicePolicySpec
+from xds_server.model.streams import TcpRouteSpec, TlsRouteSpec
 from xds_server.model.tls import TlsPolicySpec
 from xds_server.model.validation import ValidationReport, validate_config
 
@@ -66,8 +69,12 @@ __all__ = [
     "ServicePolicyDocument",
     "ServicePolicySpec",
     "Spec",
+    "TcpRouteDocument",
+    "TcpRouteSpec",
     "TlsPolicyDocument",
     "TlsPolicySpec",
+    "TlsRouteDocument",
+    "TlsRouteSpec",
     "ValidationReport",
     "kind_info",
     "kind_named",

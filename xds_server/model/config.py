@@ -21,12 +21,15 @@ from xds_server.model.rate_limit import RateLimitPolicySpec
 from xds_server.model.retry import RetryPolicySpec
 from xds_server.model.route import RouteSpec
 from xds_server.model.service_policy import ServicePolicySpec
+from xds_server.model.streams import TcpRouteSpec, TlsRouteSpec
 from xds_server.model.tls import DownstreamTls, TlsPolicySpec, UpstreamTls
 
 S = TypeVar(
     "S",
     ListenerSpec,
     RouteSpec,
+    TcpRouteSpec,
+    TlsRouteSpec,
     RetryPolicySpec,
     ServicePolicySpec,
     TlsPolicySpec,
@@ -65,6 +68,8 @@ class Config:
 
     listeners: Mapping[str, Entry[ListenerSpec]] = field(default_factory=_empty)
     routes: Mapping[str, Entry[RouteSpec]] = field(default_factory=_empty)
+    tcp_routes: Mapping[str, Entry[TcpRouteSpec]] = field(default_factory=_empty)
+    tls_routes: Mapping[str, Entry[TlsRouteSpec]] = field(default_factory=_empty)
     retry_policies: Mapping[str, Entry[RetryPolicySpec]] = field(default_factory=_empty)
     #: Keyed by the service the policy applies to.
     service_policies: Mapping[str, Entry[ServicePolicySpec]] = field(default_factory=_empty)

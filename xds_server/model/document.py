@@ -22,12 +22,15 @@ from xds_server.model.rate_limit import RateLimitPolicySpec
 from xds_server.model.retry import RetryPolicySpec
 from xds_server.model.route import RouteSpec
 from xds_server.model.service_policy import ServicePolicySpec
+from xds_server.model.streams import TcpRouteSpec, TlsRouteSpec
 from xds_server.model.tls import TlsPolicySpec
 
 
 class Kind(StrEnum):
     LISTENER = "Listener"
     ROUTE = "Route"
+    TCP_ROUTE = "TcpRoute"
+    TLS_ROUTE = "TlsRoute"
     RETRY_POLICY = "RetryPolicy"
     SERVICE_POLICY = "ServicePolicy"
     TLS_POLICY = "TlsPolicy"
@@ -46,6 +49,8 @@ KIND_REASON: Final = "kind must be one of " + ", ".join(kind.value for kind in K
 Spec = (
     ListenerSpec
     | RouteSpec
+    | TcpRouteSpec
+    | TlsRouteSpec
     | RetryPolicySpec
     | ServicePolicySpec
     | TlsPolicySpec
@@ -68,6 +73,22 @@ class RouteDocument(StrictModel):
     kind: Literal["Route"]
     name: Name
     spec: RouteSpec
+
+
+class TcpRouteDocument(StrictModel):
+    """Every connection of its ``tcp`` listeners to weighted backends."""
+
+    kind: Literal["TcpRoute"]
+    name: Name
+    spec: TcpRouteSpec
+
+
+class TlsRouteDocument(StrictModel):
+    """TLS connections of its ``tls`` listeners, by SNI, passed through to backends."""
+
+    kind: Literal["TlsRoute"]
+    name: Name
+    spec: TlsRouteSpec
 
 
 class RetryPolicyDocument(StrictModel):
@@ -139,6 +160,8 @@ class IntentionDocument(StrictModel):
 AnyDocument = (
     ListenerDocument
     | RouteDocument
+    | TcpRouteDocument
+    | TlsRouteDocument
     | RetryPolicyDocument
     | ServicePolicyDocument
     | TlsPolicyDocument
@@ -161,6 +184,8 @@ def _kind_of(value: Any) -> str | None:
 Document = Annotated[
     Annotated[ListenerDocument, Tag("Listener")]
     | Annotated[RouteDocument, Tag("Route")]
+    | Annotated[TcpRouteDocument, Tag("TcpRoute")]
+    | Annotated[TlsRouteDocument, Tag("TlsRoute")]
     | Annotated[RetryPolicyDocument, Tag("RetryPolicy")]
     | Annotated[ServicePolicyDocument, Tag("ServicePolicy")]
     | Annotated[TlsPolicyDocument, Tag("TlsPolicy")]

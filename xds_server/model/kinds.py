@@ -56,7 +56,8 @@ KINDS: Final[tuple[KindInfo, ...]] = (
         "listener",
         "listeners",
         doc.ListenerDocument,
-        "An address and port on which a proxy group accepts HTTP traffic.",
+        "An address and port on which a proxy group accepts HTTP traffic, TCP connections "
+        "(tcp) or TLS passed through by SNI (tls).",
     ),
     KindInfo(
         Kind.ROUTE,
@@ -65,6 +66,23 @@ KINDS: Final[tuple[KindInfo, ...]] = (
         "routes",
         doc.RouteDocument,
         "Which requests on which listeners go to which services.",
+    ),
+    KindInfo(
+        Kind.TCP_ROUTE,
+        "tcp-routes",
+        "tcp-route",
+        "tcp_routes",
+        doc.TcpRouteDocument,
+        "Which services the connections of tcp listeners go to (weighted).",
+    ),
+    KindInfo(
+        Kind.TLS_ROUTE,
+        "tls-routes",
+        "tls-route",
+        "tls_routes",
+        doc.TlsRouteDocument,
+        "Which services the TLS connections of tls listeners go to, by server name (SNI), "
+        "passed through without terminating TLS.",
     ),
     KindInfo(
         Kind.RETRY_POLICY,

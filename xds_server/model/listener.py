@@ -1,4 +1,5 @@
-"""``Listener``: an address and port on which a proxy group accepts HTTP traffic."""
+"""``Listener``: an address and port on which a proxy group accepts HTTP traffic (or TCP
+connections, or TLS passed through by SNI)."""
 
 from __future__ import annotations
 
@@ -14,15 +15,25 @@ from xds_server.model.duration import Duration
 from xds_server.model.errors import invalid
 from xds_server.model.names import GroupName, Name
 from xds_server.model.telemetry import Metrics, Telemetry
+from xds_server.model.upgrade import Upgrades
 
 MAX_UINT32: Final = 2**32 - 1
 
 
 class ListenerProtocol(StrEnum):
-    """What a listener speaks: ``https`` needs a ``tls_policy`` with a ``downstream`` part."""
+    """What a listener speaks: ``https`` needs a ``tls_policy`` with a ``downstream`` part;
+    ``tcp`` forwards connections (a ``TcpRoute``), ``tls`` passes TLS through by SNI (its
+    ``TlsRoute``s) without terminating it."""
 
     HTTP = "http"
     HTTPS = "https"
+    TCP = "tcp"
+    TLS = "tls"
+
+    @property
+    def is_stream(self) -> bool:
+        """Whether the listener forwards connections (``tcp``/``tls``), not HTTP requests."""
+        return self in (ListenerProtocol.TCP, ListenerProtocol.TLS)
 
 
 def _check_ip(value: str) -> str:
@@ -46,6 +57,9 @@ class HttpOptions(StrictModel):
     #: Use the client's address (not X-Forwarded-For) as the remote address.
     use_remote_address: bool = False
     xff_num_trusted_hops: int = Field(default=0, ge=0, le=MAX_UINT32)
+    #: Upgrades (WebSocket) every route on the listener lets through; a route rule can
+    #: also allow one for its own requests only.
+    upgrades: Upgrades = ()
 
 
 class ListenerSpec(StrictModel):
@@ -68,6 +82,35 @@ class ListenerSpec(StrictModel):
     telemetry: Telemetry = Telemetry()
     #: Serve Envoy's Prometheus metrics (and nothing else): routes attached are not used.
     metrics: Metrics | None = None
+
+    @model_validator(mode="after")
+    def _stream(self) -> ListenerSpec:
+        """A ``tcp``/``tls`` listener has no HTTP: options of HTTP listeners are refused
+        rather than ignored (``access_log`` and ``groups`` apply to every protocol)."""
+        if not self.protocol.is_stream:
+            return self
+        http_only = [
+            name
+            for name, is_set in (
+                ("http", self.http != HttpOptions()),
+                ("tls_policy", self.tls_policy is not None),
+                ("https_redirect", self.https_redirect or self.https_redirect_port is not None),
+                ("telemetry", self.telemetry != Telemetry()),
+                ("metrics", self.metrics is not None),
+            )
+            if is_set
+        ]
+        if http_only:
+            raise invalid(
+                http_only[0],
+                f"{', '.join(http_only)}: for http/https listeners only; a {self.protocol} "
+                + (
+                    "listener forwards connections, not HTTP requests"
+                    if self.protocol is ListenerProtocol.TCP
+                    else "listener passes TLS through to its backends, which terminate it"
+                ),
+            )
+        return self
 
     @model_validator(mode="after")
     def _tls(self) -> ListenerSpec:

@@ -23,8 +23,11 @@ from pydantic import (
 
 from xds_server.model.auth import RuleAuth
 from xds_server.model.base import NonEmpty, StrictModel
+from xds_server.model.cors import Cors
 from xds_server.model.duration import Duration
 from xds_server.model.errors import invalid
+from xds_server.model.fault import Fault
+from xds_server.model.grpc import GrpcMatch
 from xds_server.model.http import (
     HeaderName,
     HeaderValue,
@@ -37,6 +40,7 @@ from xds_server.model.names import Hostname, HostnameMatch, Name, ServiceName
 from xds_server.model.rate_limit import RuleRateLimit
 from xds_server.model.regex import Re2Regex
 from xds_server.model.retry import RetryPolicySpec
+from xds_server.model.upgrade import Upgrades
 
 MAX_WEIGHT: Final = 1_000_000
 #: Enough for any real split; keeps the sum of weights far below Envoy's uint32 limit.
@@ -106,29 +110,59 @@ class QueryParamMatch(StrictModel):
 
 
 class Match(StrictModel):
-    """All conditions must hold. No ``path`` means every path (prefix ``/``)."""
+    """All conditions must hold. No ``path`` (nor ``grpc``) means every path (prefix ``/``).
+
+    ``grpc`` is a path match written the gRPC way (see ``GrpcMatch``), so it excludes ``path``.
+    """
 
     path: PathMatch | None = None
+    grpc: GrpcMatch | None = None
     headers: tuple[HeaderMatch, ...] = ()
     query_params: tuple[QueryParamMatch, ...] = ()
     method: HttpMethod | None = None
 
+    @model_validator(mode="after")
+    def _path_or_grpc(self) -> Match:
+        if self.path is not None and self.grpc is not None:
+            raise invalid("one_of", "set at most one of path and grpc (grpc is a path match)")
+        return self
+
+    @property
+    def route_path(self) -> PathMatch | None:
+        """The path matched: ``path``, or what ``grpc`` means (an exact path for a method, a
+        segment prefix for a whole service)."""
+        if self.grpc is None:
+            return self.path
+        if self.grpc.method is None:
+            return PathMatch(prefix=self.grpc.path)
+        return PathMatch(exact=self.grpc.path)
+
     @property
     def is_prefix(self) -> bool:
-        return self.path is None or self.path.prefix is not None
+        path = self.route_path
+        return path is None or path.prefix is not None
 
     @property
     def path_prefix(self) -> str | None:
         """The prefix matched (``/`` when no path is given), or ``None`` if not a prefix."""
-        if self.path is None:
+        path = self.route_path
+        if path is None:
             return "/"
-        return self.path.prefix
+        return path.prefix
 
 
 class Backend(StrictModel):
     service: ServiceName
+    #: One of the subsets the service's ``ServicePolicy`` defines (its own cluster); none:
+    #: the policy's ``default_subset`` if it has one, else every instance.
+    subset: Name | None = None
     #: Relative share of the rule's requests; 0 keeps the service referenced but idle.
     weight: int = Field(default=1, ge=0, le=MAX_WEIGHT)
+
+    @property
+    def target(self) -> str:
+        """``service`` or ``service~subset``: what must be unique among a rule's backends."""
+        return self.service if self.subset is None else f"{self.service}~{self.subset}"
 
 
 class HeaderMutation(StrictModel):
@@ -219,6 +253,8 @@ class Filters(StrictModel):
     redirect: Redirect | None = None
     rewrite: Rewrite | None = None
     mirror: Mirror | None = None
+    #: Answer CORS preflights and tag responses for the allowed origins.
+    cors: Cors | None = None
 
     @model_validator(mode="after")
     def _redirect_alone(self) -> Filters:
@@ -229,11 +265,14 @@ class Filters(StrictModel):
 
 class Timeouts(StrictModel):
     """``request``: the whole exchange, retries included (Envoy's default is 15s; ``0s``
-    disables it). ``per_try``: one attempt. ``idle``: no bytes in either direction."""
+    disables it). ``per_try``: one attempt. ``idle``: no bytes in either direction.
+    ``grpc_max``: end a call when a gRPC client's ``grpc-timeout`` header says so, up to this
+    long (``0s``: no maximum); unset, Envoy ignores the header. ``request`` applies either way."""
 
     request: Duration | None = None
     per_try: Duration | None = None
     idle: Duration | None = None
+    grpc_max: Duration | None = None
 
     @model_validator(mode="after")
     def _per_try_within_request(self) -> Timeouts:
@@ -293,6 +332,10 @@ class Rule(StrictModel):
     auth: RuleAuth | None = None
     #: This rule's rate limit (see ``RateLimitPolicy``).
     rate_limit: RuleRateLimit | None = None
+    #: Upgrades (WebSocket) this rule's requests may make, even if the listener allows none.
+    upgrades: Upgrades = ()
+    #: Delays and aborts injected into a share of this rule's requests.
+    fault: Fault | None = None
 
     @field_validator("matches")
     @classmethod
@@ -302,16 +345,22 @@ class Rule(StrictModel):
     @field_validator("backends")
     @classmethod
     def _unique_backends(cls, backends: tuple[Backend, ...]) -> tuple[Backend, ...]:
-        _unique(tuple(backend.service for backend in backends), "services are")
+        _unique(tuple(backend.target for backend in backends), "services (and subsets) are")
         return backends
 
     @model_validator(mode="after")
     def _action(self) -> Rule:
         if self.filters.redirect is not None:
-            if self.backends or self.timeouts is not None or self.retry is not None:
+            if (
+                self.backends
+                or self.timeouts is not None
+                or self.retry is not None
+                or self.upgrades
+            ):
                 raise invalid(
                     "redirect",
-                    "a rule with a redirect forwards nothing: remove backends, timeouts and retry",
+                    "a rule with a redirect forwards nothing: remove backends, timeouts, retry "
+                    "and upgrades",
                 )
             if self.filters.redirect.prefix is not None:
                 self._require_prefix_matches("filters.redirect.prefix")

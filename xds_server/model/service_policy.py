@@ -1,6 +1,8 @@
 """``ServicePolicy``: how Envoy talks to one registry service (its cluster settings).
 
-The document's name is the service it applies to.
+The document's name is the service it applies to. ``subsets`` name groups of its instances,
+as Consul's ``service-resolver`` does (``Subsets``, ``DefaultSubset``, ``OnlyPassing``); a
+route backend may name one, and each subset becomes its own cluster.
 """
 
 from __future__ import annotations
@@ -10,7 +12,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import Field, GetCoreSchemaHandler, GetJsonSchemaHandler, model_validator
+from pydantic import (
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
@@ -62,6 +71,10 @@ class HashPolicy(StrictModel):
         return self
 
 
+#: Policies with Envoy's slow start (``slow_start_config``): round robin and least request.
+SLOW_START_POLICIES: Final = frozenset({LbPolicy.ROUND_ROBIN, LbPolicy.LEAST_REQUEST})
+
+
 class LoadBalancing(StrictModel):
     policy: LbPolicy = LbPolicy.ROUND_ROBIN
     #: Only for ``ring_hash`` and ``maglev``. Envoy evaluates hash policies on the route, so
@@ -69,6 +82,12 @@ class LoadBalancing(StrictModel):
     hash_policies: tuple[HashPolicy, ...] = ()
     #: Stop at the first hash policy that produces a hash (Envoy's ``terminal`` on each).
     terminal: bool = False
+    #: A new (or newly healthy) instance's share of traffic grows over this window instead
+    #: of arriving at once. Only ``round_robin`` and ``least_request``.
+    slow_start_window: PositiveDuration | None = None
+    #: How fast the share grows within the window (Envoy's default 1.0: linearly; larger
+    #: values hold new instances back longer). Needs ``slow_start_window``.
+    aggression: float | None = Field(default=None, gt=0.0, le=100.0)
 
     @model_validator(mode="after")
     def _hash_needs_hashing_policy(self) -> LoadBalancing:
@@ -78,6 +97,25 @@ class LoadBalancing(StrictModel):
                 f"hash_policies only apply with policy ring_hash or maglev, not {self.policy}",
             )
         return self
+
+    @field_validator("slow_start_window")
+    @classmethod
+    def _slow_start(cls, window: Duration | None, info: ValidationInfo) -> Duration | None:
+        policy = info.data.get("policy")
+        if window is not None and policy is not None and policy not in SLOW_START_POLICIES:
+            raise invalid(
+                "slow_start_window",
+                "slow_start_window only applies with policy round_robin or least_request, "
+                f"not {policy}",
+            )
+        return window
+
+    @field_validator("aggression")
+    @classmethod
+    def _aggression(cls, aggression: float | None, info: ValidationInfo) -> float | None:
+        if aggression is not None and info.data.get("slow_start_window") is None:
+            raise invalid("aggression", "aggression needs slow_start_window")
+        return aggression
 
 
 class CircuitBreakers(StrictModel):
@@ -175,6 +213,45 @@ class UpstreamProtocol(StrEnum):
     GRPC = "grpc"
 
 
+#: Enough subsets for any real canary or version split.
+MAX_SUBSETS: Final = 32
+_Label = Annotated[str, Field(min_length=1, max_length=512)]
+_Labels = Annotated[dict[_Label, _Label], Field(max_length=32)]
+
+
+class Subset(StrictModel):
+    """Instances of the service that carry every tag in ``tags`` and every key/value pair
+    of ``metadata`` (Consul ``Service.Meta``; the static registry's ``metadata``) and of
+    ``node_metadata`` (Consul ``Node.Meta``). With ``only_passing``, instances whose checks
+    warn (degraded) are left out as well as failing ones."""
+
+    name: Name
+    tags: Annotated[tuple[_Label, ...], Field(max_length=32)] = ()
+    metadata: _Labels = Field(default_factory=dict)
+    node_metadata: _Labels = Field(default_factory=dict)
+    only_passing: bool = False
+
+    @model_validator(mode="after")
+    def _filters_something(self) -> Subset:
+        if not (self.tags or self.metadata or self.node_metadata):
+            raise invalid(
+                "subset_filter",
+                f"subset {self.name!r} names no instances: set tags, metadata or node_metadata",
+            )
+        return self
+
+    def __hash__(self) -> int:
+        return hash(
+            (
+                self.name,
+                self.tags,
+                tuple(sorted(self.metadata.items())),
+                tuple(sorted(self.node_metadata.items())),
+                self.only_passing,
+            )
+        )
+
+
 class ServicePolicySpec(StrictModel):
     load_balancing: LoadBalancing = LoadBalancing()
     connect_timeout: PositiveDuration = Duration(5_000)
@@ -184,3 +261,35 @@ class ServicePolicySpec(StrictModel):
     protocol: UpstreamProtocol = UpstreamProtocol.HTTP1
     #: A ``TlsPolicy`` whose ``upstream`` part says how Envoy speaks TLS to the service.
     tls_policy: Name | None = None
+    #: Named groups of the service's instances (route backends name them).
+    subsets: Annotated[tuple[Subset, ...], Field(max_length=MAX_SUBSETS)] = ()
+    #: Where a backend that names no subset goes, and where a subset without a healthy
+    #: instance falls back to; without it, such a backend goes to every instance and an
+    #: empty subset answers 503.
+    default_subset: Name | None = None
+
+    @field_validator("subsets")
+    @classmethod
+    def _unique_subsets(cls, subsets: tuple[Subset, ...]) -> tuple[Subset, ...]:
+        names = [subset.name for subset in subsets]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise invalid("unique", f"subset names listed more than once: {', '.join(duplicates)}")
+        return subsets
+
+    @field_validator("default_subset")
+    @classmethod
+    def _default_is_a_subset(cls, default: str | None, info: ValidationInfo) -> str | None:
+        subsets: tuple[Subset, ...] | None = info.data.get("subsets")
+        if default is not None and subsets is not None:
+            names = [subset.name for subset in subsets]
+            if default not in names:
+                raise invalid(
+                    "default_subset",
+                    f"default_subset {default!r} is not one of the subsets (defined: "
+                    f"{', '.join(names) or 'none'})",
+                )
+        return default
+
+    def subset(self, name: str) -> Subset | None:
+        return next((subset for subset in self.subsets if subset.name == name), None)

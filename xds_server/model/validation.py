@@ -33,6 +33,10 @@ from xds_server.model.pki import (
 )
 from xds_server.model.problems import Problem
 from xds_server.model.route import Match, RetryRef, RouteSpec
+from xds_server.model.validation_grpc import grpc_warnings
+from xds_server.model.validation_mesh_routes import mesh_route_warnings
+from xds_server.model.validation_streams import stream_errors, stream_warnings
+from xds_server.model.validation_subsets import subset_errors, subset_warnings
 
 #: Reads a file's text for certificate checks; raises ``OSError`` (or ``ValueError``) when
 #: it cannot. Passed in by the caller, so validation itself does no I/O.
@@ -83,16 +87,22 @@ def validate_config(
     report.errors.extend(_tls_references(config))
     report.errors.extend(_edge_references(config))
     report.errors.extend(mesh_errors(config, now))
+    report.errors.extend(subset_errors(config))
+    report.errors.extend(stream_errors(config))
     for entry in config.certificates.values():
         _check_certificate(entry.name, entry.spec, now, read_file, report)
     if inventory.synced:
         report.warnings.extend(_services_without_instances(config, inventory))
         report.warnings.extend(_policies_without_service(config, inventory))
         report.warnings.extend(mesh_registry_warnings(config, inventory))
+        report.warnings.extend(subset_warnings(config, inventory))
     report.warnings.extend(_duplicate_matches(config))
     report.warnings.extend(_tls_warnings(config))
     report.warnings.extend(_edge_warnings(config))
+    report.warnings.extend(mesh_route_warnings(config))
     report.warnings.extend(mesh_warnings(config))
+    report.warnings.extend(stream_warnings(config, inventory))
+    report.warnings.extend(grpc_warnings(config, inventory))
     report.errors.sort()
     report.warnings.sort()
     return report
@@ -202,7 +212,7 @@ def _shared_groups(a: ListenerSpec, b: ListenerSpec) -> str:
 
 def match_signature(match: Match) -> tuple[object, ...]:
     """What a match selects, independent of how it is written (order of headers, trailing /)."""
-    path = match.path
+    path = match.route_path
     if path is None or path.prefix is not None:
         prefix = path.prefix if path is not None and path.prefix is not None else "/"
         path_key: tuple[str, str] = ("prefix", prefix.rstrip("/") or "/")

@@ -15,7 +15,9 @@ names its mesh sidecar: the service gets a mesh endpoint there, with the endpoin
 
 An endpoint's ``metadata`` becomes its Envoy filter metadata under the namespace
 ``xds_server`` (``STATIC_METADATA_NAMESPACE``), so ``{version: v2}`` is served as
-``filter_metadata: {xds_server: {version: v2}}``; the Consul source uses ``consul``.
+``filter_metadata: {xds_server: {version: v2}}``; the Consul source uses ``consul``. Its
+optional ``tags: [v2, canary]`` land there too, as key ``tags``; ``ServicePolicy`` subsets
+select on both (see ``model.subsets``).
 
 Errors name the line: YAML syntax errors carry PyYAML's mark, and schema errors are located by
 walking the composed YAML node tree along pydantic's error location.
@@ -65,6 +67,8 @@ class _EndpointSpec(BaseModel):
     health: Health = Health.HEALTHY
     zone: StrictStr = ""
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    #: Labels a ``ServicePolicy`` subset can select on, as Consul tags are.
+    tags: list[Annotated[StrictStr, Field(min_length=1)]] = Field(default_factory=list)
     #: The instance's mesh sidecar: its public (mutual TLS) port, and its address when it is
     #: not the instance's own. It becomes one of the service's ``mesh_endpoints``.
     sidecar_port: Annotated[StrictInt, Field(ge=1, le=65535)] | None = None
@@ -74,6 +78,8 @@ class _EndpointSpec(BaseModel):
     def _address_needs_port(self) -> _EndpointSpec:
         if self.sidecar_address is not None and self.sidecar_port is None:
             raise ValueError("sidecar_address needs sidecar_port")
+        if self.tags and "tags" in self.metadata:
+            raise ValueError("tags are served as metadata key 'tags': set one of the two")
         return self
 
 
@@ -169,7 +175,10 @@ def _service(name: str, spec: _ServiceSpec, root: yaml.Node | None, file: Path) 
                 file, f"services.{name}.endpoints[{i}]: duplicate endpoint {key[0]}:{key[1]}", line
             )
         seen.add(key)
-        metadata = {STATIC_METADATA_NAMESPACE: dict(ep.metadata)} if ep.metadata else {}
+        labels: dict[str, JsonValue] = dict(ep.metadata)
+        if ep.tags:
+            labels["tags"] = list(ep.tags)
+        metadata = {STATIC_METADATA_NAMESPACE: labels} if labels else {}
         endpoints.append(
             Endpoint(
                 address=ep.address,

@@ -15,6 +15,8 @@ from xds_server.model.service_policy import HashPolicy, ServicePolicySpec
 from xds_server.translate.protos import duration, uint32
 from xds_server.translate.retries import retry_policy
 from xds_server.translate.rewrites import apply_full_path_rewrite, apply_prefix_rewrite
+from xds_server.translate.subsets import cluster_name
+from xds_server.translate.upgrades import route_upgrades
 
 _REDIRECT_CODE: Final = {
     RedirectStatus.MOVED_PERMANENTLY: route_pb2.RedirectAction.MOVED_PERMANENTLY,
@@ -97,11 +99,11 @@ def route_action(
 ) -> Any:
     result = route_pb2.RouteAction()
     if len(rule.backends) == 1:
-        result.cluster = rule.backends[0].service
+        result.cluster = cluster_name(rule.backends[0], service_policies)
     else:
         result.weighted_clusters.clusters.extend(
             route_pb2.WeightedCluster.ClusterWeight(
-                name=backend.service, weight=uint32(backend.weight)
+                name=cluster_name(backend, service_policies), weight=uint32(backend.weight)
             )
             for backend in rule.backends
         )
@@ -110,6 +112,8 @@ def route_action(
         result.timeout.CopyFrom(duration(timeouts.request))
     if timeouts is not None and timeouts.idle is not None:
         result.idle_timeout.CopyFrom(duration(timeouts.idle))
+    if timeouts is not None and timeouts.grpc_max is not None:
+        result.max_stream_duration.grpc_timeout_header_max.CopyFrom(duration(timeouts.grpc_max))
     retry = rule.retry
     spec = retry_policies.get(retry.policy) if isinstance(retry, RetryRef) else retry
     retries = retry_policy(spec, timeouts.per_try if timeouts is not None else None)
@@ -126,4 +130,5 @@ def route_action(
     if rule.filters.mirror is not None:
         result.request_mirror_policies.append(_mirror(rule.filters.mirror))
     result.hash_policy.extend(hash_policies(rule, service_policies))
+    result.upgrade_configs.extend(route_upgrades(rule.upgrades))
     return result

@@ -1,6 +1,7 @@
 """A referenced service (and its ``ServicePolicy``) -> its EDS ``Cluster``.
 
-Clusters are named after the service and get their endpoints over ADS. Results are cached
+Clusters are named after the service (a subset's after ``<service>~<subset>``, see
+``subsets``) and get their endpoints over ADS. Results are cached
 per ``(service, policy)``: policies are frozen, hashable models.
 """
 
@@ -19,6 +20,7 @@ from xds_server.model.service_policy import (
     CircuitBreakers,
     HealthCheck,
     LbPolicy,
+    LoadBalancing,
     OutlierDetection,
     ServicePolicySpec,
     UpstreamProtocol,
@@ -95,22 +97,48 @@ def _http2_options() -> Any:
     return pack(options)
 
 
+def _slow_start(balancing: LoadBalancing) -> Any:
+    config = cluster_pb2.Cluster.SlowStartConfig()
+    if balancing.slow_start_window is not None:
+        config.slow_start_window.CopyFrom(duration(balancing.slow_start_window))
+    if balancing.aggression is not None:
+        config.aggression.default_value = balancing.aggression
+        config.aggression.runtime_key = "upstream.slow_start.aggression"
+    return config
+
+
+def _apply_slow_start(result: Any, balancing: LoadBalancing) -> None:
+    """Slow start lives in the policy's own config (validation allows only these two)."""
+    if balancing.slow_start_window is None:
+        return
+    if balancing.policy is LbPolicy.ROUND_ROBIN:
+        result.round_robin_lb_config.slow_start_config.CopyFrom(_slow_start(balancing))
+    elif balancing.policy is LbPolicy.LEAST_REQUEST:
+        result.least_request_lb_config.slow_start_config.CopyFrom(_slow_start(balancing))
+
+
 @lru_cache(maxsize=8192)
 def cluster(
-    service: str, policy: ServicePolicySpec | None, tls: UpstreamTls | None = None
+    service: str,
+    policy: ServicePolicySpec | None,
+    tls: UpstreamTls | None = None,
+    name: str | None = None,
 ) -> Message:
     """The EDS cluster of ``service`` with ``policy`` applied (defaults when ``None``);
-    ``tls`` is the upstream part of the policy's TLS policy."""
+    ``tls`` is the upstream part of the policy's TLS policy. ``name`` (default: the
+    service) names the cluster and its EDS service: a subset's is ``<service>~<subset>``."""
     policy = policy or ServicePolicySpec()
+    name = name or service
     result = cluster_pb2.Cluster(
-        name=service,
+        name=name,
         type=cluster_pb2.Cluster.EDS,
         eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(
-            eds_config=ads(), service_name=service
+            eds_config=ads(), service_name=name
         ),
         connect_timeout=duration(policy.connect_timeout),
         lb_policy=_LB_POLICY[policy.load_balancing.policy],
     )
+    _apply_slow_start(result, policy.load_balancing)
     if policy.circuit_breakers is not None:
         result.circuit_breakers.CopyFrom(_circuit_breakers(policy.circuit_breakers))
     if policy.outlier_detection is not None:

@@ -7,7 +7,7 @@ a dictionary lookup on the next translation.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any, Final
 
@@ -28,7 +28,7 @@ _HEALTH: Final = {
 }
 #: Envoy's limits: weights are 1.., priorities 0..128.
 _MAX_WEIGHT: Final = 65_535
-_MAX_PRIORITY: Final = 128
+MAX_PRIORITY: Final = 128
 #: Where metadata values that are not already under a namespace go: the namespace Envoy's
 #: subset load balancer reads (``{version: v2}`` from a static registry file lands here).
 DEFAULT_METADATA_NAMESPACE: Final = "envoy.lb"
@@ -86,7 +86,7 @@ def _lb_endpoint(endpoint: Endpoint) -> Any:
 
 
 def _locality_key(endpoint: Endpoint) -> tuple[int, str, str]:
-    return (min(max(endpoint.priority, 0), _MAX_PRIORITY), endpoint.region, endpoint.zone)
+    return (min(max(endpoint.priority, 0), MAX_PRIORITY), endpoint.region, endpoint.zone)
 
 
 def load_assignment(service: Service) -> Message:
@@ -99,8 +99,14 @@ def load_assignment(service: Service) -> Message:
 @lru_cache(maxsize=8192)
 def _load_assignment(service: Service) -> Message:
     """The endpoints of ``service``; the assignment is named after the service (its cluster)."""
+    return assignment(service.name, service.endpoints)
+
+
+def assignment(cluster_name: str, endpoints: Iterable[Endpoint]) -> Message:
+    """The usable ``endpoints`` as the assignment of ``cluster_name`` (uncached: callers
+    cache per service or subset)."""
     groups: dict[tuple[int, str, str], list[Endpoint]] = {}
-    for endpoint in service.endpoints:
+    for endpoint in endpoints:
         if usable(endpoint):
             groups.setdefault(_locality_key(endpoint), []).append(endpoint)
     localities = [
@@ -114,10 +120,10 @@ def _load_assignment(service: Service) -> Message:
         )
         for (priority, region, zone), members in sorted(groups.items())
     ]
-    assignment: Message = endpoint_pb2.ClusterLoadAssignment(
-        cluster_name=service.name, endpoints=localities
+    result: Message = endpoint_pb2.ClusterLoadAssignment(
+        cluster_name=cluster_name, endpoints=localities
     )
-    return assignment
+    return result
 
 
 def empty_load_assignment(name: str) -> Message:

@@ -10,6 +10,7 @@ by SDS name only, so a rotated certificate leaves the listener byte for byte the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, Final
 
@@ -32,6 +33,7 @@ from xds_server.translate.edge import NO_EDGE_FILTERS, EdgeFilters
 from xds_server.translate.protos import ads, duration, pack, uint32
 from xds_server.translate.telemetry import tracing
 from xds_server.translate.tls import downstream_socket
+from xds_server.translate.upgrades import listener_upgrades
 
 HTTP_CONNECTION_MANAGER: Final = "envoy.filters.network.http_connection_manager"
 ROUTER: Final = "envoy.filters.http.router"
@@ -60,13 +62,19 @@ ACCESS_LOG_FIELDS: Final = {
 }
 
 
-def _access_log(listener: str) -> Any:
-    fields = struct_pb2.Struct()
-    fields.update({**ACCESS_LOG_FIELDS, "listener": listener})
+def json_access_log(fields: Mapping[str, str]) -> Any:
+    """An access log writing one JSON object of ``fields`` (Envoy's command operators) per
+    request or connection to Envoy's stdout."""
+    struct = struct_pb2.Struct()
+    struct.update(dict(fields))
     stdout = stream_pb2.StdoutAccessLog(
-        log_format=substitution_format_string_pb2.SubstitutionFormatString(json_format=fields)
+        log_format=substitution_format_string_pb2.SubstitutionFormatString(json_format=struct)
     )
     return accesslog_pb2.AccessLog(name=STDOUT_ACCESS_LOG, typed_config=pack(stdout))
+
+
+def _access_log(listener: str) -> Any:
+    return json_access_log({**ACCESS_LOG_FIELDS, "listener": listener})
 
 
 def _forward_client_cert(manager: Any, client: ClientCertificate | None) -> None:
@@ -111,6 +119,7 @@ def _connection_manager(
         manager.use_remote_address.CopyFrom(wrappers_pb2.BoolValue(value=True))
     if http.xff_num_trusted_hops:
         manager.xff_num_trusted_hops = http.xff_num_trusted_hops
+    manager.upgrade_configs.extend(listener_upgrades(http.upgrades, edge.features.upgrades))
     if tls is not None:
         _forward_client_cert(manager, tls.client_certificate)
     if edge.auth_policies:

@@ -42,7 +42,7 @@ def _query(query: QueryParamMatch) -> Any:
 def route_match(match: Match) -> Any:
     """Prefixes match whole segments (``path_separated_prefix``), as in Gateway API."""
     result = route_pb2.RouteMatch()
-    path = match.path
+    path = match.route_path
     if path is None:
         result.prefix = "/"
     elif path.exact is not None:

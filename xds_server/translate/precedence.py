@@ -33,7 +33,7 @@ def canonical_prefix(prefix: str) -> str:
 
 
 def _path_rank(match: Match) -> tuple[int, int]:
-    path = match.path
+    path = match.route_path
     if path is None:
         return _CATCH_ALL, 0
     if path.exact is not None:

@@ -24,6 +24,8 @@ from xds_server.model.route import Match, RetryRef, RouteSpec, Rule
 from xds_server.model.service_policy import ServicePolicySpec
 from xds_server.translate.actions import redirect_action, route_action
 from xds_server.translate.auth import rule_auth_configs
+from xds_server.translate.cors import CORS, cors_policy
+from xds_server.translate.faults import FAULT, http_fault
 from xds_server.translate.headers import apply_header_mutations
 from xds_server.translate.hostnames import covering, specificity
 from xds_server.translate.matches import route_match
@@ -118,8 +120,12 @@ def clear_caches() -> None:
 def _per_filter_configs(
     rule: Rule, rate_limit_policies: Mapping[str, RateLimitPolicySpec]
 ) -> dict[str, Any]:
-    """A rule's ``typed_per_filter_config``: its authentication and rate limit."""
+    """A rule's ``typed_per_filter_config``: its CORS, faults, authentication and rate limit."""
     result: dict[str, Any] = {}
+    if rule.filters.cors is not None:
+        result[CORS] = cors_policy(rule.filters.cors)
+    if rule.fault is not None:
+        result[FAULT] = http_fault(rule.fault)
     if rule.auth is not None:
         result.update(rule_auth_configs(rule.auth))
     limit = rule.rate_limit

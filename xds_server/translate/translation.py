@@ -38,19 +38,29 @@ from xds_server.model.tls import DownstreamTls, UpstreamTls
 from xds_server.model.workload import NO_IDENTITIES, Identities
 from xds_server.translate.auth import jwks_cluster, jwks_tls
 from xds_server.translate.clusters import cluster
-from xds_server.translate.edge import EdgeFilters
+from xds_server.translate.edge import EdgeFilters, rule_features
 from xds_server.translate.endpoints import empty_load_assignment, load_assignment
 from xds_server.translate.groups import listeners_of, named_groups
+from xds_server.translate.grpc import grpc_services, implied_policy
 from xds_server.translate.listeners import listener
 from xds_server.translate.mesh import mesh_resources
 from xds_server.translate.mesh.identities import identity_secret, trust_bundle_secret
+from xds_server.translate.mesh.merge import merged
 from xds_server.translate.mesh.outbound import upstream_assignment, upstream_cluster
 from xds_server.translate.output import ProxyResources, Translation, resource_name
+from xds_server.translate.proxyless import grpc_resources
 from xds_server.translate.routes import (
     EnvoyRoute,
     envoy_routes,
     https_redirect_configuration,
     route_configuration,
+)
+from xds_server.translate.streams import stream_listener, stream_routes
+from xds_server.translate.subsets import (
+    empty_subset_assignment,
+    subset_assignment,
+    subset_cluster_name,
+    subset_targets,
 )
 from xds_server.translate.telemetry import (
     metrics_cluster,
@@ -77,6 +87,7 @@ class _Translator:
         self._callers = edge_callers(config)
         retry_policies = {name: entry.spec for name, entry in config.retry_policies.items()}
         service_policies = {name: entry.spec for name, entry in config.service_policies.items()}
+        self._service_policies = service_policies
         rate_limit_policies = {
             name: entry.spec for name, entry in config.rate_limit_policies.items()
         }
@@ -95,6 +106,8 @@ class _Translator:
                     entry, retry_policies, service_policies, rate_limit_policies
                 )
         self._route_configurations: dict[str, Message] = {}
+        self._streams = stream_routes(config)
+        self._grpc = grpc_services(r for e in config.routes.values() for r in e.spec.rules)
 
     def _route_configuration(self, listener_name: str) -> Message:
         found = self._route_configurations.get(listener_name)
@@ -176,6 +189,17 @@ class _Translator:
         }
         return sorted(services)
 
+    def _subset_targets(self, listener_names: Iterable[str]) -> list[tuple[str, str]]:
+        """Every ``(service, subset)`` the listeners' routes send to (see ``subsets``)."""
+        rules = [
+            rule
+            for listener_name in listener_names
+            if self._serves_routes(listener_name)
+            for entry in self._routes_of[listener_name]
+            for rule in entry.spec.rules
+        ]
+        return subset_targets(rules, self._service_policies)
+
     def _serves_routes(self, listener_name: str) -> bool:
         spec = self._config.listeners[listener_name].spec
         return not spec.https_redirect and spec.metrics is None
@@ -215,6 +239,7 @@ class _Translator:
             rbac=rbac,
             rate_limit=rate_limit,
             rate_limit_policy=limit_default,
+            features=rule_features(r for e in self._routes_of[listener_name] for r in e.spec.rules),
         )
 
     def _edge_clusters(
@@ -253,7 +278,15 @@ class _Translator:
         listeners: list[Message] = []
         served: list[str] = []
         clusters_by_name: dict[str, Message] = {}
+        stream_services: set[str] = set()
         for name in listener_names:
+            spec = config.listeners[name].spec
+            if spec.protocol.is_stream:
+                built = stream_listener(name, spec, self._streams.get(name, ()))
+                if built is not None:
+                    listeners.append(built.listener)
+                    stream_services.update(built.services)
+                continue
             downstream = self._downstream(name)
             if isinstance(downstream, str):
                 continue
@@ -270,8 +303,8 @@ class _Translator:
             served.append(name)
         clusters: list[Message] = []
         endpoints: list[Message] = []
-        for name in self._services(served):
-            policy = config.service_policy(name)
+        for name in sorted({*self._services(served), *stream_services}):
+            policy = implied_policy(name, config.service_policy(name), self._grpc)
             if group is not None and name in mesh_services:
                 found = self._mesh_upstream(group, name)
                 if found is not None:
@@ -291,6 +324,18 @@ class _Translator:
                 certificates.update(upstream_certificates(upstream))
             clusters.append(cluster(name, policy, upstream))
             endpoints.append(load_assignment(inventory.get(name) or Service(name)))
+        for name, subset in self._subset_targets(served):
+            # A subset goes as its service does; failing closed (mesh, unusable TLS): 503.
+            policy, upstream = config.service_policy(name), self._upstream(name)
+            settings = implied_policy(name, policy, self._grpc)
+            subset_name = subset_cluster_name(name, subset)
+            if policy is None or isinstance(upstream, str) or name in mesh_services:
+                clusters.append(cluster(name, settings, None, subset_name))
+                endpoints.append(empty_subset_assignment(name, subset))
+                continue
+            clusters.append(cluster(name, settings, upstream, subset_name))
+            service = inventory.get(name) or Service(name)
+            endpoints.append(subset_assignment(service, policy, subset))
         clusters_by_name.update((getattr(c, "name"), c) for c in clusters)  # noqa: B009
         secrets = tuple(
             secret(name, config.certificates[name].spec) for name in sorted(certificates)
@@ -324,6 +369,6 @@ def translate(
         else:
             edge = translator.resources(names, group)
         sidecar = mesh.get(group)
-        groups[group] = edge if sidecar is None else edge.merged(sidecar)
+        groups[group] = edge if sidecar is None else merged(group, edge, sidecar)
     groups_view: Mapping[str, ProxyResources] = MappingProxyType(groups)
-    return Translation(default=default, groups=groups_view)
+    return Translation(default=default, groups=groups_view, grpc=grpc_resources(inventory, config))
