@@ -2,7 +2,7 @@
 
     python -m tests.consul_double --port 0 [--dc dc1 --dc dc2] [--token T]
         [--seed-services 2000 --seed-instances 5] [--tls-cert C --tls-key K] [--no-jitter]
-        [--no-consul-service] [--max-conns-per-client 200]
+        [--no-consul-service] [--max-conns-per-client 200] [--session-ttl-min 10]
 
 Prints one line, `listening http://127.0.0.1:PORT`, once it accepts connections, then serves
 until SIGINT/SIGTERM. The first --dc is the local datacenter.
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-jitter", action="store_true")
     parser.add_argument("--no-consul-service", action="store_true")
     parser.add_argument("--max-conns-per-client", type=int, default=None)
+    parser.add_argument("--session-ttl-min", type=float, default=10.0, help="seconds")
     args = parser.parse_args(argv)
 
     context = None
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         consul_service=not args.no_consul_service,
         max_conns_per_client=args.max_conns_per_client,
         port=args.port,
+        session_ttl_min=args.session_ttl_min,
     )
     if args.seed_services:
         # Seeding before start: the index bookkeeping does not need the server running.

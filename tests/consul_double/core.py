@@ -147,8 +147,9 @@ class Core:
             self.stats.request_started(req)
             self.changed()
 
-    def request_finished(self, req: RecordedRequest) -> None:
+    def request_finished(self, req: RecordedRequest, body_bytes: int = 0) -> None:
         with self.lock:
+            self.stats.response_sent(req, body_bytes)
             self.stats.request_finished(req)
             self.changed()
 

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from .catalog import Catalog, CatalogError
 from .decode import ConsulError, as_str_map, field, query_flag
-from .filterexpr import compile_filter
+from .filterexpr import CHECK_SELECTORS, compile_filter
 from .http_common import (
     CORE,
     blocking_read,
@@ -50,9 +50,11 @@ def _has_tags(tags: list[str], wanted: list[str]) -> bool:
     return all(t.lower() in have for t in wanted)
 
 
-def _filter(request: web.Request) -> Callable[[Entry], bool] | None:
+def _filter(
+    request: web.Request, selectors: frozenset[str] | None = None
+) -> Callable[[Entry], bool] | None:
     expression = request.query.get("filter")
-    return compile_filter(expression) if expression else None
+    return compile_filter(expression, selectors) if expression else None
 
 
 def _service_topics(catalog: Catalog, name: str, connect: bool = False) -> list[Topic]:
@@ -284,7 +286,7 @@ async def health_checks(request: web.Request) -> web.Response:
     core = request.app[CORE]
     state = request_dc(request, core)
     name = request.match_info["name"]
-    predicate = _filter(request)
+    predicate = _filter(request, CHECK_SELECTORS)
 
     def render() -> web.Response:
         checks = [
@@ -309,7 +311,12 @@ async def health_state(request: web.Request) -> web.Response:
     wanted = request.match_info["state"]
     if wanted != "any" and wanted not in HEALTH_STATES:
         raise ConsulError(400, "Invalid check state")
-    predicate = _filter(request)
+    # health.mdx, "List Checks in State": "The filter will be executed against each health
+    # check in the results list" — so a blocking query with a filter still wakes whenever
+    # the checks table's index moves (blocking.mdx: a return is "no guarantee of a change"),
+    # and answers only the checks that match: `filter=Status != "passing"` is what the
+    # watcher uses to read the failing checks without every passing one.
+    predicate = _filter(request, CHECK_SELECTORS)
 
     def render() -> web.Response:
         checks = [
@@ -327,7 +334,7 @@ async def health_node(request: web.Request) -> web.Response:
     core = request.app[CORE]
     state = request_dc(request, core)
     node = request.match_info["node"]
-    predicate = _filter(request)
+    predicate = _filter(request, CHECK_SELECTORS)
 
     def render() -> web.Response:
         checks = [

@@ -70,10 +70,8 @@ async def kv_put(request: web.Request) -> web.Response:
         raise ConsulError(400, "Missing key name")
     flags = _uint_param(request, "flags") or 0
     cas = _uint_param(request, "cas")
-    for lock_param in ("acquire", "release"):
-        if lock_param in request.query:
-            # Sessions are not implemented, so every session is unknown, as Consul would say.
-            raise ConsulError(500, f'invalid session "{request.query[lock_param]}"')
+    acquire = request.query.get("acquire")
+    release = request.query.get("release")
     body = await request.read()
     if len(body) > MAX_VALUE_SIZE:
         raise ConsulError(
@@ -82,8 +80,13 @@ async def kv_put(request: web.Request) -> web.Response:
     require_leader(core, request, read=False)
     value = body or None  # an empty body is stored as nil and read back as null
     with core.write(state.name):
+        state.kv.write_log.append((key,))
         index = state.raft.next_index()
-        if cas is None:
+        if acquire is not None:
+            ok = state.kv.acquire(index, key, value, flags, acquire)
+        elif release is not None:
+            ok = state.kv.release(index, key, value, flags, release)
+        elif cas is None:
             state.kv.set(index, key, value, flags)
             ok = True
         else:

@@ -8,17 +8,41 @@ Selectors are dotted paths into a result entry (`Service.Tags`, `Service.Meta.ve
 `Node.Node`, `Checks.Status`); through a list, `==`/`in` match if any element matches.
 Anything else (`or`, `not`, parentheses, `matches`) is rejected with a 400 rather than
 silently ignored, so a test never passes because a filter was dropped.
+
+Each endpoint documents the selectors it accepts ("Filtering" in its api-docs page); an
+endpoint that passes its table to `compile_filter` rejects any other selector with a 400, as
+Consul does ("Selector ... is not valid"). So a client cannot come to rely on a field that a
+real Consul would refuse to filter on (for checks, `ModifyIndex` is not filterable, and
+bexpr has no `<`/`>` comparisons at all: features/filtering.mdx lists ==, !=, is empty,
+in, contains, matches).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from .decode import ConsulError
 
-__all__ = ["compile_filter"]
+__all__ = ["CHECK_SELECTORS", "compile_filter"]
+
+#: The selectors of a health check, as health.mdx lists them for /v1/health/state/:state,
+#: /v1/health/node/:node and /v1/health/checks/:service ("Filtering": "The filter will be
+#: executed against each health check in the results list with the following selectors").
+CHECK_SELECTORS = frozenset(
+    {
+        "CheckID",
+        "Name",
+        "Node",
+        "Notes",
+        "Output",
+        "ServiceID",
+        "ServiceName",
+        "ServiceTags",
+        "Status",
+    }
+)
 
 _VALUE = r'"(?:[^"\\]|\\.)*"|`[^`]*`|[A-Za-z0-9_.:/-]+'
 _SELECTOR = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_-]+)*"
@@ -89,11 +113,20 @@ def _empty(path: list[str], negate: bool) -> Predicate:
     return empty
 
 
-def _clause(text: str) -> Predicate:
+def _check_selector(selector: str, selectors: Collection[str] | None) -> None:
+    if selectors is not None and selector not in selectors:
+        raise ConsulError(
+            400,
+            f'Failed to create boolean expression evaluator: Selector "{selector}" is not valid',
+        )
+
+
+def _clause(text: str, selectors: Collection[str] | None) -> Predicate:
     for pattern, kind in _CLAUSES:
         m = pattern.match(text)
         if m is None:
             continue
+        _check_selector(m.group(3) if kind == "in" else m.group(1), selectors)
         if kind == "cmp":
             return _compare(m.group(1).split("."), m.group(2), _unquote(m.group(3)))
         if kind == "in":
@@ -106,9 +139,10 @@ def _clause(text: str) -> Predicate:
     )
 
 
-def compile_filter(expression: str) -> Predicate:
+def compile_filter(expression: str, selectors: Collection[str] | None = None) -> Predicate:
+    """The predicate of `expression`; with `selectors`, only those selectors are valid."""
     parts = [p.strip() for p in re.split(r"\s+and\s+", expression.strip()) if p.strip()]
     if not parts:
         raise ConsulError(400, "Failed to create boolean expression evaluator: empty filter")
-    predicates = [_clause(p) for p in parts]
+    predicates = [_clause(p, selectors) for p in parts]
     return lambda entry: all(p(entry) for p in predicates)

@@ -152,6 +152,18 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         client=request.remote or "",
     )
     core.request_started(record)
+    response: web.StreamResponse | None = None
+    try:
+        response = await _handle(core, request, token, handler)
+        return response
+    finally:
+        body = getattr(response, "body", None)
+        core.request_finished(record, len(body) if isinstance(body, bytes) else 0)
+
+
+async def _handle(
+    core: Core, request: web.Request, token: str | None, handler: Handler
+) -> web.StreamResponse:
     try:
         hang = core.hang_for(request.path)
         if hang is not None:
@@ -167,5 +179,3 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         return await handler(request)
     except ConsulError as exc:
         return text_reply(exc.status, exc.text)
-    finally:
-        core.request_finished(record)

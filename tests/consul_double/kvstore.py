@@ -8,6 +8,8 @@
   answers the max ModifyIndex/tombstone index under the prefix, or the table index if that is 0.
 - cas on PUT: 0 means "only if absent", N means "only if ModifyIndex == N". cas on DELETE: a
   missing key succeeds; otherwise ModifyIndex must equal N (so 0 never deletes).
+- Locks (``?acquire=``/``?release=``, txn ``lock``/``unlock``/``check-session``) follow the
+  session rules in ``sessionstore``; an invalidated session releases or deletes its keys.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import base64
 import binascii
 import dataclasses
 import json
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 from .decode import ConsulError, field
 from .raft import Raft
+from .sessionstore import Session, SessionTable
 
 __all__ = ["MAX_TXN_OPS", "MAX_VALUE_SIZE", "KVEntry", "KVStore"]
 
@@ -67,6 +71,10 @@ class KVStore:
         self.raft = raft
         self.entries: dict[str, KVEntry] = {}
         self.tombstones: dict[str, int] = {}
+        self.sessions = SessionTable()
+        #: The keys of each write (a PUT, DELETE or write transaction), newest last; for
+        #: tests and benchmarks that count writes under a prefix.
+        self.write_log: deque[tuple[str, ...]] = deque(maxlen=100_000)
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -146,6 +154,54 @@ class KVStore:
         self.delete(index, key)
         return True
 
+    # -- locks (sessions) ---------------------------------------------------------------------
+
+    def acquire(
+        self, index: int, key: str, value: bytes | None, flags: int, session_id: str
+    ) -> bool:
+        """``PUT ?acquire=``: take (or, as holder, update) the key's lock."""
+        self.sessions.require(session_id)
+        existing = self.entries.get(key)
+        if existing is not None and existing.session == session_id:
+            self.set(index, key, value, flags)
+            return True
+        if existing is not None and existing.session:
+            return False
+        if self.sessions.lock_delayed(key):
+            return False
+        entry = self.set(index, key, value, flags)
+        lock_index = (existing.lock_index if existing is not None else 0) + 1
+        self.entries[key] = dataclasses.replace(entry, session=session_id, lock_index=lock_index)
+        return True
+
+    def release(
+        self, index: int, key: str, value: bytes | None, flags: int, session_id: str
+    ) -> bool:
+        """``PUT ?release=``: give the lock up (only its holder can)."""
+        self.sessions.require(session_id)
+        existing = self.entries.get(key)
+        if existing is None or existing.session != session_id:
+            return False
+        entry = self.set(index, key, value, flags)
+        self.entries[key] = dataclasses.replace(entry, session="")
+        return True
+
+    def held_by(self, session_id: str) -> list[str]:
+        return [k for k in sorted(self.entries) if self.entries[k].session == session_id]
+
+    def invalidate(self, index: int, session: Session) -> None:
+        """Destroy or expiry: release or delete (``Behavior``) every key ``session`` holds."""
+        held = self.held_by(session.id)
+        for key in held:
+            if session.behavior == "delete":
+                self.delete(index, key)
+            else:
+                entry = self.entries[key]
+                self.entries[key] = dataclasses.replace(entry, session="", modify_index=index)
+                self.raft.touch_table("kvs", index)
+        self.sessions.remove(session, held)
+        self.raft.touch_table("sessions", index)
+
     def clamp_indexes(self, to: int) -> None:
         for key, entry in self.entries.items():
             self.entries[key] = dataclasses.replace(
@@ -166,6 +222,8 @@ class KVStore:
         """Apply KV operations atomically: (results, []) or (None, errors) after a rollback."""
         parsed = [self._parse_op(i, op) for i, op in enumerate(ops)]
         writes = any(op["Verb"] in self._WRITE_VERBS for op in parsed)
+        if writes:
+            self.write_log.append(tuple(op["Key"] for op in parsed))
         index = self.raft.next_index() if writes else self.raft.index
         saved = (dict(self.entries), dict(self.tombstones), dict(self.raft.tables))
         saved_touched = set(self.raft.touched)
@@ -217,8 +275,7 @@ class KVStore:
                 raise _TxnFailed(f"failed to set key {_quote(key)}, index is stale")
             return [self.entries[key].to_json(with_value=False)]
         if verb in ("lock", "unlock", "check-session"):
-            # Sessions are not implemented, so every session is unknown, as Consul would say.
-            raise _TxnFailed(f"invalid session {_quote(op['Session'])}")
+            return self._apply_lock(index, op)
         if verb in ("get", "get-or-empty"):
             entry = self.entries.get(key)
             if entry is None:
@@ -250,3 +307,28 @@ class KVStore:
                 raise _TxnFailed(f"failed to delete key {_quote(key)}, index is stale")
             return []
         raise _TxnFailed(f"unknown KV verb {_quote(verb)}")
+
+    def _apply_lock(self, index: int, op: dict[str, Any]) -> list[dict[str, Any]]:
+        verb, key, session = op["Verb"], op["Key"], op["Session"]
+        if self.sessions.get(session) is None:
+            raise _TxnFailed(f"invalid session {_quote(session)}")
+        if verb == "lock":
+            if not self.acquire(index, key, op["Value"], op["Flags"], session):
+                raise _TxnFailed(f"failed to lock key {_quote(key)}, lock is already held")
+            return [self.entries[key].to_json(with_value=False)]
+        if verb == "unlock":
+            if not self.release(index, key, op["Value"], op["Flags"], session):
+                raise _TxnFailed(
+                    f"failed to unlock key {_quote(key)}, lock isn't held, or is held by "
+                    "another session"
+                )
+            return [self.entries[key].to_json(with_value=False)]
+        entry = self.entries.get(key)
+        if entry is None:
+            raise _TxnFailed(f"key {_quote(key)} doesn't exist")
+        if entry.session != session:
+            raise _TxnFailed(
+                f"failed session check for key {_quote(key)}, current session "
+                f"{_quote(entry.session)} != {_quote(session)}"
+            )
+        return [entry.to_json(with_value=False)]

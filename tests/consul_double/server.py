@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from . import endpoints_agent, endpoints_catalog, endpoints_kv
+from . import endpoints_agent, endpoints_catalog, endpoints_kv, endpoints_session
 from .core import AGENT_ADDRESS, AGENT_NODE, Core, FailRule
 from .http_common import CORE, middleware
 from .model import Check, Node, Service
@@ -59,6 +59,8 @@ class ConsulDouble:
         max_conns_per_client: like Consul's `limits.http_max_conns_per_client` (200 on a real
             agent): a client IP's connections beyond it are closed on accept. None: no limit.
         port: the port to bind (0: the OS picks).
+        session_ttl_min: like Consul's server setting ``session_ttl_min`` (10s by default):
+            the shortest TTL ``/v1/session/create`` accepts.
     """
 
     def __init__(
@@ -72,8 +74,11 @@ class ConsulDouble:
         consul_service: bool = True,
         max_conns_per_client: int | None = None,
         port: int = 0,
+        session_ttl_min: float = 10.0,
     ) -> None:
         self._core = Core(tuple(datacenters), local_dc, acl_token, consul_service, jitter)
+        for state in self._core.dcs.values():
+            state.kv.sessions.ttl_min = session_ttl_min
         self._core.max_conns_per_client = max_conns_per_client
         self._ssl_context = ssl_context
         self._requested_port = port
@@ -178,6 +183,7 @@ class ConsulDouble:
         app.add_routes(endpoints_catalog.routes)
         app.add_routes(endpoints_agent.routes)
         app.add_routes(endpoints_kv.routes)
+        app.add_routes(endpoints_session.routes)
         # handler_cancellation: a client that gives up on a blocking query frees its slot,
         # so the in-flight gauge reflects what clients really hold open.
         runner = web.AppRunner(
@@ -471,6 +477,11 @@ class ConsulDouble:
             owner = self._find_node(state, service_id, node)
             state.catalog.delete_service(state.raft.next_index(), owner, service_id)
 
+    def deregister_check(self, check_id: str, *, node: str, dc: str | None = None) -> None:
+        """Remove one check (what PUT /v1/catalog/deregister with a CheckID does)."""
+        with self._core.write(dc) as state:
+            state.catalog.delete_check(state.raft.next_index(), node, check_id)
+
     def deregister_node(self, node: str, *, dc: str | None = None) -> None:
         with self._core.write(dc) as state:
             state.catalog.delete_node(state.raft.next_index(), node)
@@ -633,6 +644,18 @@ class ConsulDouble:
             else:
                 state.kv.delete(index, key)
 
+    def kv_writes(self, prefix: str, dc: str | None = None) -> int:
+        """Writes (KV PUTs and write transactions) that touched a key under ``prefix``."""
+        with self._core.lock:
+            log = self._core.state(dc).kv.write_log
+            return sum(1 for keys in log if any(k.startswith(prefix) for k in keys))
+
+    def sessions(self, dc: str | None = None) -> list[dict[str, Any]]:
+        """The live sessions, as GET /v1/session/list renders them."""
+        with self._core.lock:
+            table = self._core.state(dc).kv.sessions.sessions
+            return [s.to_json() for s in sorted(table.values(), key=lambda s: s.create_index)]
+
     # -- reading state ----------------------------------------------------------------------
 
     def index(self, dc: str | None = None) -> int:
@@ -660,6 +683,11 @@ class ConsulDouble:
     def request_count(self, path_prefix: str = "", method: str | None = None) -> int:
         with self._core.lock:
             return self._core.stats.count(path_prefix, method)
+
+    def bytes_sent(self, path_prefix: str = "") -> int:
+        """Response body bytes sent for paths under `path_prefix` (since start or reset_stats)."""
+        with self._core.lock:
+            return self._core.stats.bytes_for(path_prefix)
 
     def requests(self, path_prefix: str = "") -> list[RecordedRequest]:
         """Recorded requests (the last 100 000), oldest first."""

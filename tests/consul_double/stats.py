@@ -1,4 +1,5 @@
-"""Instrumentation: request counts, in-flight and connection high-water marks, tokens seen.
+"""Instrumentation: request counts, response bytes, in-flight and connection high-water marks,
+tokens seen.
 
 All mutation happens under the double's lock (see core.Core); readers take the same lock.
 """
@@ -32,6 +33,8 @@ class RecordedRequest:
 @dataclass
 class Stats:
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (method, path)
+    #: Response body bytes by path (what a client reads and parses, headers left out).
+    bytes_sent: Counter[str] = field(default_factory=Counter)
     requests: deque[RecordedRequest] = field(default_factory=lambda: deque(maxlen=100_000))
     tokens_seen: Counter[str | None] = field(default_factory=Counter)
     inflight: int = 0
@@ -83,6 +86,12 @@ class Stats:
         if self.connections_by_client[client] <= 0:
             del self.connections_by_client[client]
 
+    def response_sent(self, req: RecordedRequest, body_bytes: int) -> None:
+        self.bytes_sent[req.path] += body_bytes
+
+    def bytes_for(self, path_prefix: str = "") -> int:
+        return sum(n for path, n in self.bytes_sent.items() if path.startswith(path_prefix))
+
     def count(self, path_prefix: str = "", method: str | None = None) -> int:
         return sum(
             n
@@ -93,6 +102,7 @@ class Stats:
     def reset(self) -> None:
         """Forget counts and high-water marks; current in-flight/connection levels stay."""
         self.counts.clear()
+        self.bytes_sent.clear()
         self.requests.clear()
         self.tokens_seen.clear()
         self.max_inflight = self.inflight

@@ -806,3 +806,46 @@ def test_locality_is_registered_and_answered_as_consul_does(
     assert sidecar["Service"]["Locality"] == {"Region": "us-east-1", "Zone": "us-east-1a"}
     bad = {"Name": "x", "Locality": {"Zone": 3}}
     assert http.put("/v1/agent/service/register", json=bad).status_code == 400
+
+
+def test_health_state_filters_on_documented_check_selectors_only(
+    consul_double: ConsulDouble, http: httpx.Client
+) -> None:
+    """health.mdx lists the selectors of /v1/health/state/:state; ModifyIndex is not one, so
+    Consul refuses it (and bexpr has no `>` at all) — the double too."""
+    consul_double.register("web", "10.0.0.1", 8080, id="web-1")
+    consul_double.register("web", "10.0.0.2", 8080, id="web-2", node="n2")
+    consul_double.set_check("web-2", "critical")
+    failing = http.get("/v1/health/state/any", params={"filter": 'Status != "passing"'})
+    assert failing.status_code == 200
+    assert [(c["CheckID"], c["Status"]) for c in failing.json()] == [("service:web-2", "critical")]
+    refused = http.get("/v1/health/state/any", params={"filter": 'ModifyIndex == "5"'})
+    assert refused.status_code == 400
+    assert 'Selector "ModifyIndex" is not valid' in refused.text
+    assert http.get("/v1/health/state/any", params={"filter": "ModifyIndex > 5"}).status_code == 400
+
+
+def test_a_filtered_blocking_health_state_wakes_on_any_check_write(
+    consul_double: ConsulDouble, http: httpx.Client
+) -> None:
+    """The index is the checks table's; the filter applies to the answer (blocking.mdx: a
+    return is no guarantee of a change)."""
+    consul_double.register("web", "10.0.0.1", 8080, id="web-1")
+    params = {"filter": 'Status != "passing"'}
+    first = http.get("/v1/health/state/any", params=params)
+    result: list[httpx.Response] = []
+    waiter = threading.Thread(
+        target=lambda: result.append(
+            http.get(
+                "/v1/health/state/any",
+                params={**params, "index": str(index_of(first)), "wait": "5s"},
+            )
+        )
+    )
+    waiter.start()
+    consul_double.wait_for_blocked("/v1/health/state/any")
+    consul_double.register("web", "10.0.0.2", 8080, id="web-2", node="n2")  # passing check
+    waiter.join(10)
+    assert result and result[0].json() == []
+    assert index_of(result[0]) > index_of(first)
+    assert consul_double.bytes_sent("/v1/health/state/any") == len(first.content) + 2

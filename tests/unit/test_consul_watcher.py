@@ -15,7 +15,7 @@ import pytest
 import trustme
 
 from tests.consul_double import ConsulDouble
-from xds_server.consul import Backoff, TokenBucket, go_duration, parse_address
+from xds_server.consul import Backoff, ConsulHttpError, TokenBucket, go_duration, parse_address
 from xds_server.model.inventory import Health, Inventory
 from xds_server.sources.base import InventorySource, SourceStatus
 from xds_server.sources.consul import ConsulWatcher
@@ -181,7 +181,8 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
 
 
 class ScriptedApi(ConsulApi):
-    """Answers /v1/catalog/services from a script (then blocks); checks and nodes block."""
+    """Answers /v1/catalog/services from a script (then blocks); checks and nodes block; the
+    census finds no checks."""
 
     def __init__(self, settings: WatcherSettings, answers: list[tuple[int, dict[str, list[str]]]]):
         super().__init__(settings)
@@ -204,10 +205,13 @@ class ScriptedApi(ConsulApi):
             await asyncio.Event().wait()
         return self.answers.popleft()
 
-    async def health_state(self, dc: str | None, index: int = 0):  # type: ignore[override]
+    async def checks_not_passing(self, dc: str | None, index: int = 0):  # type: ignore[override]
         if index:
             await asyncio.Event().wait()
         return 1, []
+
+    async def health_state(self, dc: str | None):  # type: ignore[override]
+        return 1, []  # the census: no checks at all
 
     async def catalog_nodes(self, dc: str | None, index: int = 0):  # type: ignore[override]
         if index:
@@ -819,3 +823,197 @@ async def test_scale_2000_services_x_5_instances(consul_double: ConsulDouble) ->
     assert d.max_inflight <= settings.max_concurrent_queries
     assert max(check_delay, register_delay) <= 5.0
     assert unexplained_delay <= 30.0
+
+
+# --- what a change costs: the failing-checks watch and the census ------------------------------
+
+CHECKS = "/v1/health/state/any"
+
+
+async def _settled(d: ConsulDouble) -> None:
+    """Every watch parked again (so every request a change caused has been answered)."""
+    await d.wait_for_async(lambda: d.blocked_count("/v1/") == 3 and d.inflight == 3)
+
+
+async def _one_check_change(d: ConsulDouble, services: int) -> tuple[int, dict[str, int]]:
+    """Seed ``services`` x 3, sync, flip one check: (bytes read, requests by path), with the
+    flipped service's path as ``SERVICE``."""
+    names = d.seed(services, 3)
+    async with watching(_settings(d)) as w:
+        await w.next(timeout=60)
+        await _settled(d)
+        d.reset_stats()
+        census = w.watcher.census_reads
+        target = names[services // 2]
+        d.set_check(f"{target}-1", "critical")
+        await w.until(
+            lambda i: Health.UNHEALTHY in {e.health for e in i.services[target].endpoints}
+        )
+        await _settled(d)
+        assert w.watcher.census_reads == census  # a check change never takes a census
+        by_path = {r.path: d.request_count(r.path) for r in d.requests()}
+        by_path["SERVICE"] = by_path.pop(f"/v1/health/service/{target}", 0)
+        return d.bytes_sent(), by_path
+
+
+async def test_a_check_change_reads_the_same_whatever_the_number_of_services(
+    consul_double_factory: Callable[..., ConsulDouble],
+) -> None:
+    """The checks watch asks only for failing checks: one check change reads a few hundred
+    bytes of checks and the one service it names, at 20 services as at 600."""
+    small = await _one_check_change(consul_double_factory(), 20)
+    large = await _one_check_change(consul_double_factory(), 600)
+    print(f"\none check change: 20 services {small}, 600 services {large}")
+    assert small[1] == large[1] == {CHECKS: 1, "SERVICE": 1}
+    assert large[0] == small[0]  # bytes: independent of the catalog's size
+    assert large[0] < 4096
+
+
+async def test_the_checks_watch_filters_on_status(consul_double: ConsulDouble) -> None:
+    d = consul_double
+    d.register("web", "10.0.0.1", 8080)
+    async with watching(_settings(d)) as w:
+        await w.next()
+        await _settled(d)
+    filters = {r.param("filter") for r in d.requests(CHECKS) if r.param("index")}
+    assert filters == {'Status != "passing"'}
+
+
+async def test_a_deleted_check_and_a_deregistered_instance_are_seen_without_a_full_reread(
+    consul_double: ConsulDouble,
+) -> None:
+    d = consul_double
+    d.register("web", "10.0.0.1", 8080, id="web-1", node="n1", status="critical")
+    d.register("web", "10.0.0.2", 8080, id="web-2", node="n2")
+    for i in range(20):
+        d.register(f"other-{i}", f"10.0.1.{i}", 80, node=f"n{i % 3}")
+    async with watching(_settings(d)) as w:
+        inv = await w.next()
+        assert {h for *_, h in _endpoints(inv, "web")} == {Health.UNHEALTHY, Health.HEALTHY}
+        resyncs = w.watcher.full_resyncs
+        # A failing check deleted: it leaves the failing-checks answer, which names web.
+        d.deregister_check("service:web-1", node="n1")
+        inv, deleted = await w.until(
+            lambda i: {h for *_, h in _endpoints(i, "web")} == {Health.HEALTHY}
+        )
+        # An instance whose checks pass deregistered: no failing check changes, so the
+        # census (its check is gone) names web; the 19 others are not re-read.
+        await _settled(d)
+        reads, census = w.watcher.service_reads, w.watcher.census_reads
+        d.deregister("web-2")
+        inv, gone = await w.until(lambda i: len(i.services["web"].endpoints) == 1)
+        assert _endpoints(inv, "web") == [("10.0.0.1", 8080, Health.HEALTHY)]
+        # And one registered with a passing check: its check was written in this round.
+        d.register("web", "10.0.0.3", 8080, id="web-3", node="n2")
+        _, added = await w.until(lambda i: len(i.services["web"].endpoints) == 2)
+        await _settled(d)
+        assert w.watcher.full_resyncs == resyncs
+        assert w.watcher.census_reads == census + 2
+        assert w.watcher.service_reads - reads <= 4  # web twice, plus at most a neighbour
+        print(
+            f"deleted check {deleted * 1000:.0f}ms, deregistered {gone * 1000:.0f}ms, "
+            f"registered {added * 1000:.0f}ms"
+        )
+        assert max(deleted, gone, added) < 1.0
+
+
+async def test_a_node_check_deleted_while_failing_reaches_the_node(
+    consul_double: ConsulDouble,
+) -> None:
+    d = consul_double
+    d.register("web", "10.0.0.1", 8080, node="n1")
+    d.register("api", "10.0.0.1", 9000, node="n1")
+    d.set_node_health("n1", "critical")
+    async with watching(_settings(d)) as w:
+        inv = await w.next()
+        assert _endpoints(inv, "api")[0][2] is Health.UNHEALTHY
+        d.deregister_check("serfHealth", node="n1")
+        await w.until(
+            lambda i: (
+                _endpoints(i, "api")[0][2] is Health.HEALTHY
+                and _endpoints(i, "web")[0][2] is Health.HEALTHY
+            )
+        )
+
+
+async def test_an_outage_keeps_the_last_good_endpoints_and_the_change_arrives_after(
+    consul_double: ConsulDouble,
+) -> None:
+    d = consul_double
+    d.register("web", "10.0.0.1", 8080, id="web-1", node="n1")
+    d.register("web", "10.0.0.2", 8080, id="web-2", node="n2")
+    async with watching(_settings(d)) as w:
+        good = await w.next()
+        d.fail(500)
+        d.set_check("web-1", "critical")  # wakes the watches into the failure
+        d.deregister("web-2")
+        await w.status_until(lambda s: s.errors >= 3)
+        assert w.published.empty()  # nothing emptied: the last good endpoints stay served
+        assert _endpoints(good, "web") == [
+            ("10.0.0.1", 8080, Health.HEALTHY),
+            ("10.0.0.2", 8080, Health.HEALTHY),
+        ]
+        d.heal()
+        inv, _ = await w.until(lambda i: len(i.services["web"].endpoints) == 1)
+        assert _endpoints(inv, "web") == [("10.0.0.1", 8080, Health.UNHEALTHY)]
+
+
+async def test_after_an_index_reset_changes_are_still_attributed(
+    consul_double: ConsulDouble,
+) -> None:
+    d = consul_double
+    d.register("web", "10.0.0.1", 8080, id="web-1", node="n1")
+    d.register("web", "10.0.0.2", 8080, id="web-2", node="n2")
+    d.register("api", "10.0.0.3", 9000, node="n1")
+    async with watching(_settings(d)) as w:
+        await w.next()
+        await _settled(d)
+        resyncs, census = w.watcher.full_resyncs, w.watcher.census_reads
+        d.reset_stats()
+        d.reset_index(1)  # a snapshot restore: every watch starts over, the census is retaken
+        await d.wait_for_requests_async("/v1/catalog/services", 2)
+        await w.status_until(lambda s: w.watcher.census_reads > census)
+        await _settled(d)
+        assert w.watcher.full_resyncs == resyncs + 1
+        d.set_check("web-1", "critical")
+        await w.until(lambda i: _endpoints(i, "web")[0][2] is Health.UNHEALTHY)
+        d.deregister("web-2")
+        await w.until(lambda i: len(i.services["web"].endpoints) == 1)
+        assert w.watcher.full_resyncs == resyncs + 1  # attributed by the census, not re-read
+        assert d.request_count("/v1/catalog/services") < 20
+
+
+def test_census_changes_names_owners_of_checks_that_came_went_or_were_written() -> None:
+    from xds_server.sources.consul import census_changes
+
+    previous = {("n1", "service:a-1"): ("a", 5), ("n1", "serfHealth"): ("", 2)}
+    current = {("n1", "service:b-1"): ("b", 9), ("n1", "serfHealth"): ("", 2)}
+    services_on = {"n1": {"a", "c"}}
+    assert census_changes(services_on, previous, current, 8, 9) == {"a", "b"}
+    # Written in the round (ModifyIndex in (after, upto]): a re-registered check.
+    same = {("n1", "service:a-1"): ("a", 12), ("n1", "serfHealth"): ("", 2)}
+    assert census_changes(services_on, previous, same, 10, 12) == {"a"}
+    assert census_changes(services_on, previous, same, 12, 13) == set()
+    # A node check that came or went: every service on the node, read or named by a check.
+    no_serf = {("n1", "service:a-1"): ("a", 5)}
+    assert census_changes(services_on, previous, no_serf, 20, 21) == {"a", "c"}
+
+
+async def test_a_failing_census_falls_back_to_a_full_reread() -> None:
+    class NoCensus(ScriptedApi):
+        async def health_state(self, dc: str | None):  # type: ignore[override]
+            raise ConsulHttpError("Consul error: 500")
+
+    catalog: dict[str, list[str]] = {"web": []}
+    settings = WatcherSettings.from_env({}, resync_interval=0, rate=50.0)
+    api = NoCensus(settings, [(10, catalog), (12, catalog)])
+    watcher = ConsulWatcher(settings, api_factory=lambda _: api)
+    task = asyncio.create_task(watcher.run(lambda _: None))
+    try:
+        await asyncio.wait_for(api.enough.wait(), WAIT)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert watcher.full_resyncs == 2  # the first read, then 10 → 12 with no census to tell
+    assert watcher.census_reads == 0

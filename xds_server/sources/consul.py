@@ -4,19 +4,29 @@ One blocking query per service would not fit under an agent's 200 connections pe
 for thousands of services, so each datacenter is watched with **three** blocking queries:
 
 - ``/v1/catalog/services`` — which services exist and their tags;
-- ``/v1/health/state/any`` — every check with its status: a change names the service it
-  belongs to, and a node check (``serfHealth``, node maintenance) names every service on that
-  node;
+- ``/v1/health/state/any?filter=Status != "passing"`` — the checks that are not passing
+  (health.mdx documents ``Status`` as a filter selector of that endpoint): a check that
+  turns critical or warning appears, one that recovers or is deleted while failing
+  disappears, and either names the service it belongs to (a node check, ``serfHealth`` or
+  node maintenance, names every service on that node). A passing check coming or going
+  changes no health (health is the worst check; no checks is healthy), so the watch reads
+  only what can matter: a check change costs a few hundred bytes, not every check of every
+  service (11,000 checks, 3 MB at 1,000 services x 10). Its index is the checks table's, so
+  it still wakes at every check write, and says at which index checks were written;
 - ``/v1/catalog/nodes`` — node addresses: a change names every service on that node.
 
 Their differences say which services changed; only those are re-read with non-blocking
 ``/v1/health/service/<name>`` requests through a bounded pool (``max_concurrent_queries``
 covers the watches and the pool together). A catalog change that neither a name, a tag nor a
-check explains (an instance without checks, a new address, a moved port) is matched by
-index: Consul writes a registration's service and checks at one Raft index, so when the
-checks watch reported a change at exactly that index the change is explained; otherwise every
-service is re-read. Every service is also re-read after a reconnect, an index reset and every
-``resync_interval`` (the safety net). docs/consul.md has the reasoning and the measurements.
+failing check explains (an instance with passing checks registered or deregistered, an
+instance without checks, a new address, a moved port) is attributed by a **census**: one
+non-blocking ``/v1/health/state/any`` read of every check, diffed against the previous census
+— checks that appeared or disappeared, and checks written in this catalog round (Consul
+writes a registration's service and checks at one Raft index, their ``ModifyIndex``), name
+their services. Only when the census names none (an address change, an instance without
+checks) is every service re-read. Every service is also re-read after a reconnect, an index
+reset and every ``resync_interval`` (the safety net). docs/consul.md has the reasoning and the
+measurements.
 
 Mesh endpoints cost no extra request: a Connect sidecar is a catalog service of its own
 (``api-sidecar-proxy``), so the same watches see it come, go and change health (its checks,
@@ -66,6 +76,7 @@ ATTRIBUTION_GRACE = 0.25
 _T = TypeVar("_T")
 CheckKey = tuple[str, str]  # (node, check id)
 CheckState = tuple[str, str]  # (status, service name)
+CensusEntry = tuple[str, int]  # (service name, ModifyIndex)
 
 
 @dataclass(eq=False)
@@ -76,8 +87,12 @@ class _Datacenter:
     options: MappingOptions
     catalog: dict[str, tuple[str, ...]] | None = None  # selected service → tags
     catalog_index: int = 0
+    #: The checks that are not passing (what the checks watch reads).
     checks: dict[CheckKey, CheckState] | None = None
     checks_index: int = 0
+    #: Every check, as the last census read them (None: none taken since the catalog was
+    #: last read afresh).
+    census: dict[CheckKey, CensusEntry] | None = None
     nodes: dict[str, tuple[str, tuple[tuple[str, str], ...]]] | None = None  # node → addresses
     checks_progress: asyncio.Event = field(default_factory=asyncio.Event)
     #: Indexes at which the checks watch saw a change (recent ones only).
@@ -185,6 +200,7 @@ class ConsulWatcher:
         self.full_resyncs = 0
         self.service_reads = 0
         self.publishes = 0
+        self.census_reads = 0
 
     @property
     def status(self) -> SourceStatus:
@@ -205,7 +221,7 @@ class ConsulWatcher:
                     for dc in self._dcs:
                         watches = (
                             self._watch(dc, "catalog", api.catalog_services, self._apply_catalog),
-                            self._watch(dc, "checks", api.health_state, self._apply_checks),
+                            self._watch(dc, "checks", api.checks_not_passing, self._apply_checks),
                             self._watch(dc, "nodes", api.catalog_nodes, self._apply_nodes),
                         )
                         for watch in watches:
@@ -276,19 +292,58 @@ class ConsulWatcher:
         dc.unread |= selected.keys() - dc.endpoints.keys()
         dirty = {n for n, tags in selected.items() if old.get(n) != tags}
         if fresh:  # first read, reconnect or index reset: re-read everything
-            dirty = set(selected)
+            dc.dirty |= selected.keys()
             self.full_resyncs += 1
-        elif (
+            self._wake.set()
+            # The reference the next unexplained change is diffed against (the reads above
+            # queue behind it: it takes a read slot first).
+            dc.census = None
+            await self._take_census(dc)
+            return
+        if (
             not dirty
             and new_index > old_index
             and len(old) == len(selected)
             and not await self._explained_by_checks(dc, new_index)
         ):
-            log.debug("consul %s: index %d unexplained: re-reading all", dc.label, new_index)
-            dirty = set(selected)
-            self.full_resyncs += 1
+            named = await self._attribute_by_census(dc, old_index, new_index)
+            if named is None:
+                log.debug("consul %s: index %d unexplained: re-reading all", dc.label, new_index)
+                dirty = set(selected)
+                self.full_resyncs += 1
+            else:
+                dirty = named & selected.keys()
         dc.dirty |= dirty
         self._wake.set()
+
+    async def _take_census(self, dc: _Datacenter) -> dict[CheckKey, CensusEntry] | None:
+        """Read every check of ``dc`` (non-blocking, through the read pool); the previous
+        census is returned and replaced. A failure leaves no census (the next unexplained
+        change is then a full re-read, as it would have been without one)."""
+        assert self._api is not None
+        previous, dc.census = dc.census, None
+        try:
+            _, checks = await self._api.health_state(dc.name)
+        except ConsulError as exc:
+            log.debug("consul %s: census failed: %s", dc.label, exc.message)
+            return previous
+        self.census_reads += 1
+        dc.census = census_of(checks)
+        return previous
+
+    async def _attribute_by_census(
+        self, dc: _Datacenter, old_index: int, new_index: int
+    ) -> set[str] | None:
+        """The services a catalog change between the two indexes touched, by the checks that
+        came, went or were written (``ModifyIndex``) in between; None when it cannot say."""
+        previous = await self._take_census(dc)
+        if previous is None or dc.census is None:
+            return None
+        named = census_changes(dc.services_on, previous, dc.census, old_index, new_index)
+        if not named:
+            return None
+        log.debug("consul %s: index %d attributed to %s", dc.label, new_index, sorted(named))
+        return named
 
     async def _explained_by_checks(self, dc: _Datacenter, index: int) -> bool:
         """Did the checks watch see a change at exactly ``index``? Waits a little for it."""
@@ -462,6 +517,40 @@ def _node_addresses(node: Mapping[str, Any]) -> tuple[str, tuple[tuple[str, str]
     tagged = node.get("TaggedAddresses")
     pairs = sorted((str(k), str(v)) for k, v in tagged.items()) if isinstance(tagged, dict) else []
     return str(node.get("Address") or ""), tuple(pairs)
+
+
+def census_of(checks: Iterable[Mapping[str, Any]]) -> dict[CheckKey, CensusEntry]:
+    """``/v1/health/state/any`` → (node, check ID) → (service name, ``ModifyIndex``)."""
+    census: dict[CheckKey, CensusEntry] = {}
+    for check in checks:
+        key = (str(check.get("Node") or ""), str(check.get("CheckID") or ""))
+        modify = check.get("ModifyIndex")
+        index = modify if isinstance(modify, int) and not isinstance(modify, bool) else 0
+        census[key] = (str(check.get("ServiceName") or ""), index)
+    return census
+
+
+def census_changes(
+    services_on: Mapping[str, set[str]],
+    previous: Mapping[CheckKey, CensusEntry],
+    current: Mapping[CheckKey, CensusEntry],
+    after: int,
+    upto: int,
+) -> set[str]:
+    """Services owning a check that appeared or disappeared between two censuses, or was
+    written at an index in ``(after, upto]``; a node check names every service on its node
+    (as we last read it, or as the census's checks name it). Pure."""
+    came_or_went = previous.keys() ^ current.keys()
+    changed = [(key, (current.get(key) or previous[key])[0]) for key in came_or_went]
+    changed += [(key, svc) for key, (svc, index) in current.items() if after < index <= upto]
+    owners = {service for _, service in changed if service}
+    nodes = {node for (node, _), service in changed if not service}
+    if nodes:
+        for node in nodes:
+            owners |= services_on.get(node, set())
+        owners |= {service for (node, _), (service, _) in current.items() if node in nodes}
+        owners.discard("")
+    return owners
 
 
 def _affected_by_checks(

@@ -1,4 +1,4 @@
-"""The three Consul reads the watcher makes, over py-consul, bounded and typed.
+"""The Consul reads the watcher makes, over py-consul, bounded and typed.
 
 Why a wrapper rather than py-consul directly:
 
@@ -44,6 +44,11 @@ from xds_server.consul.http import (
 from xds_server.sources.consul_settings import WatcherSettings
 
 ACL_DENIED = "Consul ACL: permission denied — check CONSUL_HTTP_TOKEN"
+
+#: The checks watch's filter. health.mdx lists ``Status`` (Equal, Not Equal …) among the
+#: selectors of ``/v1/health/state/:state``; ``ModifyIndex`` is not one, and bexpr has no
+#: ``>`` (features/filtering.mdx), so "what changed since N" cannot be asked for.
+NOT_PASSING = 'Status != "passing"'
 
 
 class ConsulApi(AsyncClient):
@@ -115,15 +120,26 @@ class ConsulApi(AsyncClient):
             str(k): [t for t in (v or []) if isinstance(t, str)] for k, v in data.items()
         }
 
-    async def health_state(
+    async def checks_not_passing(
         self, dc: str | None, index: int = 0
     ) -> tuple[int, list[dict[str, Any]]]:
-        """``/v1/health/state/any`` (blocking when ``index`` > 0): every check in ``dc``."""
+        """``/v1/health/state/any?filter=Status != "passing"`` (blocking when ``index`` > 0):
+        the checks of ``dc`` that are not passing — usually a handful, whatever the size of
+        the catalog. Its index is that of every check, so it wakes at any check write."""
         new_index, data = await self._call(
-            lambda c: c.health.state("any", index=index or None, wait=self._wait, dc=dc),
+            lambda c: c.health.state(
+                "any", index=index or None, wait=self._wait, dc=dc, filter_expr=NOT_PASSING
+            ),
             index > 0,
             watch=True,
         )
+        return new_index, self._list(data, "health/state/any")
+
+    async def health_state(self, dc: str | None) -> tuple[int, list[dict[str, Any]]]:
+        """``/v1/health/state/any``, non-blocking: every check of ``dc`` (the census the
+        watcher takes only when a catalog change needs attributing, never per check change).
+        """
+        new_index, data = await self._call(lambda c: c.health.state("any", dc=dc), False)
         return new_index, self._list(data, "health/state/any")
 
     async def catalog_nodes(
