@@ -954,6 +954,7 @@ def mesh_documents(draw: st.DrawFn, taken_ports: frozenset[int]) -> list[dict[st
             ),
         }
     ]
+    taken: set[str] = set()  # a group fronts one service (``mesh_checks._shared_groups``)
     for service in services:
         inbound = compact(
             port=next(ports),
@@ -961,20 +962,16 @@ def mesh_documents(draw: st.DrawFn, taken_ports: frozenset[int]) -> list[dict[st
             local_port=next(ports),  # the application's port: taken on the host too
             protocol=protocols[service],
         )
+        free_groups = [g for g in GROUPS if g not in taken]
+        choices = [service, f"{service}-b", *free_groups]
+        groups = draw(optional(st.lists(st.sampled_from(choices), min_size=1, unique=True)))
+        taken.update(groups or (service,))
         result.append(
             {
                 "kind": "Sidecar",
                 "name": service,
                 "spec": compact(
-                    groups=draw(
-                        optional(
-                            st.lists(
-                                st.sampled_from([service, f"{service}-b", *GROUPS]),
-                                min_size=1,
-                                unique=True,
-                            )
-                        )
-                    ),
+                    groups=groups,
                     inbound=inbound,
                     upstreams=[
                         {

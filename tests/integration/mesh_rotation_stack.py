@@ -394,6 +394,14 @@ def connected_nodes(admin: str) -> set[str]:
     return {str(item["node_id"]) for item in answer.json()["items"]}
 
 
+def connected_replicas(admin: str) -> dict[str, str | None]:
+    """node id -> the replica it is connected to (None: the list does not say), as the
+    server at ``admin`` lists them (with --store consul-kv, the whole fleet's)."""
+    answer = httpx.get(f"{admin}/v1/proxies", params={"connected": "true"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return {str(item["node_id"]): item.get("replica") for item in answer.json()["items"]}
+
+
 def rejected_updates(envoy: Envoy) -> dict[str, int]:
     """Every ``*.update_rejected`` counter of the Envoy that is not 0 (a NACKed xDS update)."""
     found: dict[str, int] = {}

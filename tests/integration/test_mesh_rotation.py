@@ -20,9 +20,12 @@ root, so a sidecar of replica A calls one of replica B.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -36,6 +39,7 @@ from tests.integration.mesh_rotation_stack import (
     cert_serials,
     configure,
     connected_nodes,
+    connected_replicas,
     free_root_port,
     listener_modified,
     make_ca,
@@ -46,7 +50,7 @@ from tests.integration.mesh_rotation_stack import (
     rejected_updates,
     trusted_serials,
 )
-from tests.support.envoy import wait_for
+from tests.support.envoy import Envoy, wait_for
 
 pytestmark = pytest.mark.envoy
 
@@ -110,36 +114,48 @@ def test_three_leaf_rotations_fail_no_request_and_modify_no_listener(stack: Mesh
 
 
 def _rotate(
-    stack: MeshStack, change: Callable[[], object], fingerprint: str, root_serials: set[str]
+    stack: MeshStack,
+    change: Callable[[], object],
+    fingerprint: str | None,
+    root_serials: set[str] | None,
 ) -> None:
-    """Requests every 50 ms while ``change`` (PUTs) makes the mesh rotate to the root with
-    ``fingerprint``: no request fails; the status and both sidecars end up with that root
-    alone, the sidecars present new leaves, and no listener was modified."""
+    """Requests every 50 ms while ``change`` (PUTs, or the rotate-root API) makes the mesh
+    rotate to the root with ``fingerprint`` (None: the one ``change`` returns): no request
+    fails; the status and both sidecars end up with that root alone (whose serial is in
+    ``root_serials``; None: one new root), the sidecars present new leaves, and no listener
+    was modified."""
     admin = stack.server.admin
     before = {name: cert_serials(envoy) for name, envoy in stack.sidecars.items()}
+    trusted_before = {name: trusted_serials(envoy) for name, envoy in stack.sidecars.items()}
     modified = {name: listener_modified(envoy) for name, envoy in stack.sidecars.items()}
+
+    def trusts_the_new_root_alone(name: str, envoy: Envoy) -> bool:
+        trusted = trusted_serials(envoy)
+        if root_serials is not None:
+            return trusted == root_serials
+        return len(trusted) == 1 and trusted.isdisjoint(trusted_before[name])
 
     def finished() -> bool:
         status = mesh_status(admin)
         return (
             status["rotation"] is None
-            and _hex(status["ca"]["fingerprint_sha256"]) == fingerprint
-            and [_hex(root["fingerprint_sha256"]) for root in status["trust_bundle"]]
-            == [fingerprint]
-            and all(trusted_serials(envoy) == root_serials for envoy in stack.sidecars.values())
+            and _hex(status["ca"]["fingerprint_sha256"]) == target
+            and [_hex(root["fingerprint_sha256"]) for root in status["trust_bundle"]] == [target]
+            and all(trusts_the_new_root_alone(n, e) for n, e in stack.sidecars.items())
         )
 
     with Load(stack.frontend) as load:
         wait_for(lambda: load.sent > 20, 10, "the first requests")
         started = time.monotonic()
-        change()
+        returned = change()
+        target = fingerprint or _hex(str(returned))
         wait_for(finished, 40, "the rotation in the status and in the sidecars")
         elapsed = time.monotonic() - started
         stack.wait_for_identities()
         sent_at_end = load.sent
         wait_for(lambda: load.sent > sent_at_end + 20, 10, "requests after the rotation")
     print(
-        f"root rotation to {fingerprint[:16]}… done in {elapsed:.1f} s;"
+        f"root rotation to {target[:16]}… done in {elapsed:.1f} s;"
         f" requests: {load.sent} sent, {len(load.failures())} failed"
     )
     assert load.failures() == [], _failed(load)
@@ -175,6 +191,63 @@ def test_switching_builtin_to_provided_and_back_fails_no_request(stack: MeshStac
         builtin_serials,
     )
     assert mesh_status(admin)["ca"] == builtin
+
+
+def rotate_root_with_the_cli(admin: str) -> dict[str, Any]:
+    """``xds-server mesh rotate-root -o json`` (over REST): the status it printed."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xds_server",
+            "--server",
+            admin,
+            "mesh",
+            "rotate-root",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
+
+
+def test_rotating_the_builtin_root_through_the_api_fails_no_request(stack: MeshStack) -> None:
+    """``xds-server mesh rotate-root`` (POST /v1/mesh/rotate-root): the answer holds both roots
+    (the new one trusted, the old one still issuing); a second call while it runs is refused
+    (409, exit 1); requests every 50 ms meanwhile: 0 failures, and the sidecars end up
+    trusting the new root alone and presenting leaves it issued."""
+    admin = stack.server.admin
+    old = mesh_status(admin)["ca"]
+    assert old["provider"] == "builtin"
+    answers: list[dict[str, Any]] = []
+
+    def rotate() -> str:
+        answer = rotate_root_with_the_cli(admin)
+        answers.append(answer)
+        again = subprocess.run(
+            [sys.executable, "-m", "xds_server", "--server", admin, "mesh", "rotate-root"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert again.returncode == 1 and "already under way" in again.stderr, again
+        return str(answer["rotation"]["to"]["fingerprint_sha256"])
+
+    _rotate(stack, rotate, None, None)
+    (answer,) = answers
+    bundle = [root["fingerprint_sha256"] for root in answer["trust_bundle"]]
+    assert answer["ca"]["fingerprint_sha256"] == old["fingerprint_sha256"] == bundle[0]
+    assert len(bundle) == 2 and answer["rotation"]["next_step"] == "issue"
+    assert "PRIVATE KEY" not in json.dumps(answer)
+    now = mesh_status(admin)["ca"]
+    assert now["fingerprint_sha256"] == bundle[1] and now["provider"] == "builtin"
 
 
 def _hex(fingerprint: str) -> str:
@@ -243,6 +316,78 @@ def test_kill_9_and_restart_keep_the_root_and_the_sidecars_keep_working(
         assert rejected_updates(envoy) == {}
 
 
+def test_kill_9_mid_rotation_resumes_it_with_both_roots_trusted(fresh_stack: MeshStack) -> None:
+    """The rotation's phase is in the store: a server killed (SIGKILL) after the new root
+    joined the trust bundles, and restarted on the same SQLite store, still trusts both
+    roots and finishes the rotation (leaves from the new root, then the old one leaves);
+    requests every 50 ms through the sidecars the whole time: 0 failures."""
+    stack = fresh_stack
+    store = f"sqlite:{stack.tmp / 'store.db'}"
+    ads_port = free_root_port(stack.root_address)
+    first = stack.serve(store, ads_port=ads_port)
+    configure(first.admin)
+    for service in ("api", "frontend"):
+        stack.start_sidecar(service, ads_port)
+    stack.wait_for_calls()
+    stack.wait_for_identities()
+    old = _hex(mesh_status(first.admin)["ca"]["fingerprint_sha256"])
+    trusted_before = {name: trusted_serials(envoy) for name, envoy in stack.sidecars.items()}
+
+    with Load(stack.frontend) as load:
+        wait_for(lambda: load.sent > 20, 10, "the first requests")
+        answer = rotate_root_with_the_cli(first.admin)
+        new = _hex(answer["rotation"]["to"]["fingerprint_sha256"])
+        wait_for(
+            lambda: all(len(trusted_serials(e)) == 2 for e in stack.sidecars.values()),
+            20,
+            "both roots in both sidecars' trust bundles",
+            interval=0.05,
+        )
+        mid = mesh_status(first.admin)
+        first.kill()  # SIGKILL, mid-rotation
+        assert mid["rotation"] is not None, mid  # (the first step is 5 s from the next)
+        second = stack.serve(store, ads_port=ads_port)
+        resumed = mesh_status(second.admin)
+        assert [_hex(r["fingerprint_sha256"]) for r in resumed["trust_bundle"]] in (
+            [old, new],
+            [new, old],
+        ), resumed
+        assert (
+            resumed["rotation"] is not None
+            and _hex(resumed["rotation"]["to"]["fingerprint_sha256"]) == new
+        )
+        wait_for(
+            lambda: connected_nodes(second.admin) >= {"frontend-1", "api-1"},
+            60,
+            "both sidecars reconnected to the restarted server",
+        )
+
+        def finished() -> bool:
+            status = mesh_status(second.admin)
+            return (
+                status["rotation"] is None
+                and [_hex(r["fingerprint_sha256"]) for r in status["trust_bundle"]] == [new]
+                and all(
+                    len(trusted_serials(envoy)) == 1
+                    and trusted_serials(envoy).isdisjoint(trusted_before[name])
+                    for name, envoy in stack.sidecars.items()
+                )
+            )
+
+        wait_for(finished, 60, "the resumed rotation finished in the status and the sidecars")
+        stack.wait_for_identities({name: second for name in stack.sidecars})
+        sent_at_end = load.sent
+        wait_for(lambda: load.sent > sent_at_end + 20, 10, "requests after the rotation")
+    print(
+        f"kill -9 mid-rotation: resumed with {len(resumed['trust_bundle'])} roots trusted"
+        f" (next step {resumed['rotation']['next_step']}); requests: {load.sent} sent,"
+        f" {len(load.failures())} failed"
+    )
+    assert load.failures() == [], _failed(load)
+    for envoy in stack.sidecars.values():
+        assert rejected_updates(envoy) == {}
+
+
 def test_a_sidecar_on_replica_a_calls_one_on_replica_b(fresh_stack: MeshStack) -> None:
     """Two replicas on one Consul KV store issue from the same built-in root (the first to
     need it stores it; the other reads it), each its own leaves: frontend's sidecar, on
@@ -266,8 +411,13 @@ def test_a_sidecar_on_replica_a_calls_one_on_replica_b(fresh_stack: MeshStack) -
         assert on_a["ca"] == on_b["ca"]  # one root for both replicas
         stack.wait_for_identities({"frontend": a, "api": b})
         stack.wait_for_calls()
-        assert connected_nodes(a.admin) == {"frontend-1"}
-        assert connected_nodes(b.admin) == {"api-1"}
+        # Each sidecar on its own replica (a fleet-wide list names the replica of each).
+        for admin in (a.admin, b.admin):
+            replicas = connected_replicas(admin)
+            assert {"frontend-1", "api-1"} & set(replicas)
+            if {"frontend-1", "api-1"} <= set(replicas):
+                assert replicas["frontend-1"] != replicas["api-1"], replicas
+        assert "frontend-1" in connected_nodes(a.admin) and "api-1" in connected_nodes(b.admin)
         answers = [call_api(stack.frontend) for _ in range(20)]
         assert [answer["status"] for answer in answers] == [200] * 20
         seen = json.loads(answers[0]["body"])

@@ -224,7 +224,8 @@ async def test_every_v1_route_needs_a_token_and_a_write_token_to_write(api: Auth
             if "nobody" in path:
                 absent.add(path)
     assert len(v1_routes(api.app)) >= 28  # the enumeration itself works
-    missing = v1_routes(api.app) - planned
+    # Makes no revision (a mesh CA action): its tokens are tested in test_admin_mesh.py.
+    missing = v1_routes(api.app) - planned - {("POST", "/v1/mesh/rotate-root")}
     assert not missing, f"routes without an auth test: {sorted(missing)}"
 
     for method, template, path, body in plan:

@@ -329,6 +329,35 @@ async def test_ports_colliding_in_a_group_are_refused(api: Api) -> None:
     )
 
 
+async def test_a_group_fronting_two_services_is_refused(api: Api) -> None:
+    """A group's proxies get one config and one identity: a second Sidecar naming a group
+    that already fronts a service is a 422 at spec.groups, nothing stored, even on other
+    ports (which would otherwise bind nothing twice)."""
+    await api.client.post("/v1/apply", json=[mesh(), sidecar("frontend", 20000, ("api", 9001))])
+    two = sidecar("api", 20001, ("frontend", 9002))
+    two["spec"]["groups"] = ["api", "frontend"]
+    reason = await refused(api, "PUT", "sidecars/api", two, "spec.groups")
+    assert "proxy group 'frontend' would front two services, 'frontend' and 'api'" in reason
+    assert "one config and one identity" in reason
+    assert_problem(await api.client.get("/v1/sidecars/api"), 404)
+    # By default, the group named like another service is that service's.
+    web = sidecar("web", 20002)
+    web["spec"]["groups"] = ["frontend"]
+    assert "two services, 'frontend' and 'web'" in await refused(
+        api, "PUT", "sidecars/web", web, "spec.groups"
+    )
+    both = [
+        sidecar("api", 20001),
+        {**sidecar("web", 20002), "spec": {**web["spec"], "groups": ["api"]}},
+    ]
+    assert "two services, 'api' and 'web'" in await refused(
+        api, "POST", "apply", both, "spec.groups", 1
+    )
+    # A group of its own is fine.
+    two["spec"]["groups"] = ["api", "api-canary"]
+    assert (await api.put("sidecars/api", two)).status_code == 201
+
+
 def _ca_document(name: str, chain: str, key: str) -> dict[str, Any]:
     return {"kind": "Certificate", "name": name, "spec": {"certificate": chain, "private_key": key}}
 
@@ -430,3 +459,103 @@ async def test_a_route_attached_to_an_upstream_without_a_sidecar_is_a_warning(ap
     warnings = {w["field"]: w["reason"] for w in response.json()["warnings"]}
     assert "no Sidecar for service 'ghost'" in warnings["spec.upstreams[1]"]
     assert "spec.upstreams[0]" not in warnings
+
+
+# -- POST /v1/mesh/rotate-root ----------------------------------------------------------------
+
+
+async def test_rotate_root_answers_the_status_with_both_roots_or_409(tmp_path: Path) -> None:
+    ca = MeshAuthority(MemoryVault(), lambda identities: None)
+    context: dict[str, Any] = {"mesh_status": ca.status, "mesh_rotate_root": ca.rotate_root}
+    async with running_api(new_store("memory", tmp_path), inventory_=REGISTRY, **context) as api:
+        no_mesh = assert_problem(await api.client.post("/v1/mesh/rotate-root"), 409)
+        assert no_mesh["type"].endswith("no-mesh") and "no Mesh document" in no_mesh["detail"]
+        await ca.set_config(
+            Config.from_documents(
+                [("Mesh", "mesh", {}, 1), ("Sidecar", "api", sidecar("api")["spec"], 2)]
+            )
+        )
+        old = ca.status()["ca"]
+        started = await api.client.post("/v1/mesh/rotate-root")
+        assert started.status_code == 202, started.text
+        status = MeshStatus.model_validate(started.json())
+        assert status.ca is not None and status.ca.fingerprint_sha256 == old["fingerprint_sha256"]
+        bundle = [root.fingerprint_sha256 for root in status.trust_bundle]
+        assert len(bundle) == 2 and bundle[0] == old["fingerprint_sha256"]
+        assert status.rotation is not None and status.rotation.next_step == "issue"
+        assert status.rotation.to.fingerprint_sha256 == bundle[1]
+        assert "PRIVATE KEY" not in started.text
+        again = assert_problem(await api.client.post("/v1/mesh/rotate-root"), 409)
+        assert again["type"].endswith("rotation-in-progress")
+        assert "already under way" in again["detail"]
+        assert await api.revision() == 0  # a CA action, no config revision
+
+
+async def test_rotate_root_refuses_a_provided_ca_and_a_server_without_mesh_ca(
+    tmp_path: Path,
+) -> None:
+    ca = MeshAuthority(MemoryVault(), lambda identities: None)
+    import datetime as dt
+
+    from xds_server.mesh import generate_root
+
+    corp = generate_root("corp.example", dt.datetime.now(dt.UTC))
+    await ca.set_config(
+        Config.from_documents(
+            [
+                ("Mesh", "mesh", {"ca": {"provider": "provided", "certificate": "corp"}}, 1),
+                (
+                    "Certificate",
+                    "corp",
+                    {"certificate": corp.certificate, "private_key": corp.private_key},
+                    2,
+                ),
+                ("Sidecar", "api", sidecar("api")["spec"], 3),
+            ]
+        )
+    )
+    context: dict[str, Any] = {"mesh_status": ca.status, "mesh_rotate_root": ca.rotate_root}
+    async with running_api(new_store("memory", tmp_path), inventory_=REGISTRY, **context) as api:
+        provided = assert_problem(await api.client.post("/v1/mesh/rotate-root"), 409)
+        assert provided["type"].endswith("provided-ca")
+        assert "spec.ca.certificate" in provided["detail"]
+    async with running_api(new_store("memory", tmp_path), inventory_=REGISTRY) as api:
+        assert_problem(await api.client.post("/v1/mesh/rotate-root"), 409)
+
+
+async def test_rotate_root_needs_a_write_token(tmp_path: Path) -> None:
+    from xds_server.admin.app import create_admin_app
+    from xds_server.admin.context import AdminContext
+    from xds_server.admin.middleware.auth import AdminToken, TokenSet, hash_token, install_auth
+
+    ca = MeshAuthority(MemoryVault(), lambda identities: None)
+    await ca.set_config(Config.from_documents([("Mesh", "mesh", {}, 1)]))
+    store = new_store("memory", tmp_path)
+    await store.open()
+    app = create_admin_app(
+        AdminContext(
+            store=store,
+            inventory=lambda: REGISTRY,
+            mesh_status=ca.status,
+            mesh_rotate_root=ca.rotate_root,
+        )
+    )
+    install_auth(
+        app,
+        TokenSet(
+            [
+                AdminToken("w", hash_token("write-1"), "write"),
+                AdminToken("r", hash_token("read-1"), "read"),
+            ]
+        ),
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://admin") as client:
+        path = "/v1/mesh/rotate-root"
+        assert (await client.post(path)).status_code == 401
+        read = await client.post(path, headers={"authorization": "Bearer read-1"})
+        assert read.status_code == 403
+        assert ca.status()["rotation"] is None
+        written = await client.post(path, headers={"authorization": "Bearer write-1"})
+        assert written.status_code == 202, written.text
+    await store.close()

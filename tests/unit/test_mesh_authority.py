@@ -18,7 +18,7 @@ from cryptography.x509.verification import PolicyBuilder, Store
 from tests.consul_double import ConsulDouble
 from xds_server.consul import ConsulSettings
 from xds_server.mesh import MemoryVault, MeshAuthority, StoreVault, generate_root
-from xds_server.mesh.vault import BUILTIN_KEY
+from xds_server.mesh.vault import BUILTIN_KEY, ROTATION_KEY
 from xds_server.model.config import Config
 from xds_server.model.workload import Identities
 from xds_server.store import SqliteStore
@@ -448,3 +448,121 @@ async def test_a_replica_behind_joins_a_rotation_instead_of_undoing_it() -> None
         await ca.tick()
         await ca.tick()
     assert bundle(a) == bundle(b) == (json.loads(newest)["certificate"],)
+
+
+# -- the operator's rotation (POST /v1/mesh/rotate-root) and its state across restarts ---------
+
+
+async def test_rotate_root_starts_a_builtin_rotation_or_says_why_not() -> None:
+    recorder, clock = Recorder(), FakeClock()
+    ca = authority(MemoryVault(), recorder, clock, pause=5)
+    refused = await ca.rotate_root()
+    assert refused is not None and refused.code == "no-mesh"
+    await ca.set_config(config())
+    old = bundle(ca)[0]
+    assert await ca.rotate_root() is None
+    assert len(bundle(ca)) == 2 and bundle(ca)[0] == old  # step 1: trusted, old still issues
+    status = ca.status()
+    assert status["rotation"]["next_step"] == "issue"
+    assert status["trust_bundle"][0]["fingerprint_sha256"] == status["ca"]["fingerprint_sha256"]
+    again = await ca.rotate_root()
+    assert again is not None and again.code == "rotation-in-progress"
+    assert "next step 'issue'" in again.reason
+    new = bundle(ca)[1]
+    for _ in range(2):
+        clock.advance(seconds=5)
+        await ca.tick()
+    assert check_rotation(recorder.published, old, new, clock.now) == THREE_STEPS
+    assert await ca.rotate_root() is None  # done: another rotation may start
+    mesh_ca, certificates, _ = provided()
+    provided_ca = authority(MemoryVault(), Recorder(), clock)
+    await provided_ca.set_config(config(ca=mesh_ca, certificates=certificates))
+    refused = await provided_ca.rotate_root()
+    assert refused is not None and refused.code == "provided-ca"
+    assert "spec.ca.certificate" in refused.reason
+
+
+async def test_a_rotation_survives_a_restart_at_each_step() -> None:
+    """A second authority on the same vault (the server after kill -9) resumes the rotation:
+    both roots in the bundle until the remaining steps are done, no sooner than the pause."""
+    vault, clock = MemoryVault(), FakeClock()
+    first = authority(vault, Recorder(), clock, pause=5)
+    await first.set_config(config())
+    old = bundle(first)[0]
+    await first.rotate_root()
+    new = bundle(first)[1]
+    stored = json.loads(vault.values[ROTATION_KEY])
+    assert stored["step"] == "issue"
+    assert json.loads(vault.values[BUILTIN_KEY])["certificate"] == new  # after the record
+
+    # Killed after step 1: the restarted one trusts both, the old root still issuing.
+    clock.advance(seconds=10)  # the step was due while it was down
+    recorder = Recorder()
+    second = authority(vault, recorder, clock, pause=5)
+    await second.set_config(config())
+    assert bundle(second) == (old, new)
+    assert second.status()["rotation"]["next_step"] == "issue"
+    assert second.next_due() == clock.now + dt.timedelta(seconds=5)  # proxies get it first
+    await second.tick()
+    assert bundle(second) == (old, new)
+    clock.advance(seconds=5)
+    await second.tick()  # step 2
+    assert bundle(second) == (new, old)
+    assert json.loads(vault.values[ROTATION_KEY])["step"] == "retire"
+
+    # Killed after step 2: the restarted one issues from the new root, still trusting both.
+    third_recorder = Recorder()
+    third = authority(vault, third_recorder, clock, pause=5)
+    await third.set_config(config())
+    assert bundle(third) == (new, old)
+    assert all(
+        issuer_of(i.certificate_chain, (new,), clock.now) == 0
+        for i in third.identities.by_service.values()
+    )
+    clock.advance(seconds=5)
+    await third.tick()  # step 3
+    assert bundle(third) == (new,)
+    assert vault.values[ROTATION_KEY] == ""
+    assert third.status()["rotation"] is None
+    steps = check_rotation([*recorder.published, *third_recorder.published], old, new, clock.now)
+    assert steps == [("old", "new"), ("new", "old"), ("new", "old"), ("new",)]
+
+    # And a restart after it ended starts from the new root alone.
+    fourth = authority(vault, Recorder(), clock, pause=5)
+    await fourth.set_config(config())
+    assert bundle(fourth) == (new,) and fourth.status()["rotation"] is None
+    assert_no_key(fourth.status())
+
+
+async def test_a_switch_to_a_provided_ca_survives_a_restart_too() -> None:
+    vault, clock = MemoryVault(), FakeClock()
+    first = authority(vault, Recorder(), clock, pause=5)
+    await first.set_config(config())
+    old = bundle(first)[0]
+    mesh_ca, certificates, new = provided()
+    await first.set_config(config(ca=mesh_ca, certificates=certificates))
+    assert bundle(first) == (old, new)
+    second = authority(vault, Recorder(), clock, pause=5)
+    await second.set_config(config(ca=mesh_ca, certificates=certificates))
+    assert bundle(second) == (old, new)
+    for _ in range(2):
+        clock.advance(seconds=5)
+        await second.tick()
+    assert bundle(second) == (new,) and vault.values[ROTATION_KEY] == ""
+
+
+async def test_a_vault_failing_at_start_keeps_the_stored_rotation() -> None:
+    vault, clock = FlakyVault(), FakeClock()
+    vault.down = False
+    first = authority(vault, Recorder(), clock, pause=5)
+    await first.set_config(config())
+    await first.rotate_root()
+    both = bundle(first)
+    vault.down = True
+    second = authority(vault, Recorder(), clock, pause=5)
+    await second.set_config(config())  # cannot read: nothing issued, nothing overwritten
+    assert json.loads(vault.values[ROTATION_KEY])["step"] == "issue"
+    vault.down = False
+    clock.advance(seconds=5)
+    await second.tick()
+    assert bundle(second) == both

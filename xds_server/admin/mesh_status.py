@@ -9,15 +9,20 @@ dropped (the source should never return them; this is the second line).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from xds_server.model.mesh import RootRotationRefused
 
 log = logging.getLogger("xds_server.admin")
 
 #: What the wiring injects: the status now, as JSON-ready values.
 MeshStatusSource = Callable[[], Mapping[str, Any]]
+#: What the wiring injects for ``POST /v1/mesh/rotate-root``: start rotating the built-in root
+#: (None), or why not (a 409).
+MeshRootRotation = Callable[[], Awaitable[RootRotationRefused | None]]
 
 _KEY_MARK: Final = "PRIVATE KEY"
 _KEY_FIELDS: Final = frozenset({"private_key", "key", "key_pem", "private_key_pem"})

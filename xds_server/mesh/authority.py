@@ -14,6 +14,13 @@ reports issuance and rotation through ``on_event``; it never logs, shows or send
   of the new root: (1) the new root joins the trust bundle, the old one still issues;
   (2) every leaf is re-issued from the new root, which comes first in the bundle; (3) the old
   root leaves the bundle.
+- **Rotation state persisted**: before each step is published, the rotation (the bundle, the
+  issuing root, the target, the next step) is written to the vault (``mesh/ca/rotation``), and
+  only then a new built-in root replaces ``mesh/ca/builtin``. A server killed mid-rotation
+  resumes it on start: the bundles hold both roots until the remaining steps are done, the next
+  one no sooner than ``rotation_pause`` after the restart.
+- **Operator rotation**: ``rotate_root()`` (``POST /v1/mesh/rotate-root``) starts a rotation of
+  the built-in root, or says why it cannot (:class:`RootRotationRefused`).
 
 Time comes from ``clock``; ``tick()`` does whatever is due at ``clock()`` (tests with a fake
 clock call it directly) and ``run()`` sleeps until the next due time, or until ``set_config``
@@ -41,9 +48,19 @@ from xds_server.mesh.ca import (
     issue_leaf,
     rfc3339,
 )
-from xds_server.mesh.vault import BUILTIN_KEY, RootVault, decode_root, encode_root, successor_key
+from xds_server.mesh.vault import (
+    BUILTIN_KEY,
+    NO_ROTATION,
+    ROTATION_KEY,
+    RootVault,
+    decode_root,
+    decode_rotation,
+    encode_root,
+    encode_rotation,
+    successor_key,
+)
 from xds_server.model.config import Config
-from xds_server.model.mesh import CaProvider, MeshSpec
+from xds_server.model.mesh import CaProvider, MeshSpec, RootRotationRefused
 from xds_server.model.workload import NO_IDENTITIES, Identities, WorkloadIdentity
 
 log = logging.getLogger(__name__)
@@ -149,6 +166,10 @@ class MeshAuthority:
         self.rotations_total = 0
         #: Why the configured CA cannot be used (None: it is in use).
         self.last_error: str | None = None
+        #: What the vault holds under ``ROTATION_KEY`` (None: not read yet since start).
+        self._saved_rotation: str | None = None
+        #: A new built-in root, stored under ``BUILTIN_KEY`` once the rotation is recorded.
+        self._pending_builtin: str | None = None
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -218,7 +239,10 @@ class MeshAuthority:
         mesh = config.mesh_spec
         async with self._lock:
             if mesh is None:
+                rotating = self._rotation is not None
                 self._disable()
+                if rotating:
+                    await self._record()
                 return
             self._config = config
             self._wanted = _Wanted(mesh, frozenset(config.sidecars) | frozenset(extra_services))
@@ -233,7 +257,37 @@ class MeshAuthority:
             self._aim_at(desired, now)
         if self._active is not None:
             await self._reconcile(now)
+        await self._record()
         self._publish()
+
+    async def rotate_root(self) -> RootRotationRefused | None:
+        """What ``POST /v1/mesh/rotate-root`` does: start rotating the built-in root (None),
+        or say why not: no mesh, a provided CA, a rotation already under way, no root yet."""
+        async with self._lock:
+            wanted, rotation = self._wanted, self._rotation
+            if wanted is None:
+                return RootRotationRefused(
+                    "no-mesh", "no Mesh document: there is no mesh CA root to rotate"
+                )
+            if wanted.mesh.ca.provider != CaProvider.BUILTIN:
+                return RootRotationRefused(
+                    "provided-ca",
+                    "the mesh CA is provided (spec.ca.provider: provided): rotate it by naming"
+                    " another Certificate in spec.ca.certificate",
+                )
+            if rotation is not None:
+                return RootRotationRefused(
+                    "rotation-in-progress",
+                    f"a root rotation is already under way (to {rotation.target.fingerprint};"
+                    f" next step {rotation.step!r} due {rfc3339(rotation.due)})",
+                )
+            if self._active is None:
+                return RootRotationRefused(
+                    "no-root", f"the mesh CA has no root yet: {self.last_error or 'not ready'}"
+                )
+            await self._rotate_builtin(wanted, self._active, self._clock())
+        self._wake.set()
+        return None
 
     async def rotate_builtin_root(self) -> None:
         """Replace the built-in root by a new one (a no-op unless the mesh uses it): every
@@ -243,14 +297,17 @@ class MeshAuthority:
             wanted, target = self._wanted, self._target()
             if wanted is None or target is None or wanted.mesh.ca.provider != CaProvider.BUILTIN:
                 return
-            now = self._clock()
-            trust_domain = wanted.mesh.trust_domain
-            successor = await self._builtin_root(trust_domain, now)
-            if successor.fingerprint == target.fingerprint:
-                successor = await self._successor(target, trust_domain, now)
-            self._aim_at(successor, now)
-            self._publish()
+            await self._rotate_builtin(wanted, target, self._clock())
         self._wake.set()
+
+    async def _rotate_builtin(self, wanted: _Wanted, target: RootCa, now: datetime) -> None:
+        trust_domain = wanted.mesh.trust_domain
+        successor = await self._builtin_root(trust_domain, now)
+        if successor.fingerprint == target.fingerprint:
+            successor = await self._successor(target, trust_domain, now)
+        self._aim_at(successor, now)
+        await self._record()
+        self._publish()
 
     def _disable(self) -> None:
         if self._wanted is None and not self._leaves:
@@ -266,6 +323,8 @@ class MeshAuthority:
         """The CA the config asks for (None, with ``last_error`` set, if it is unusable)."""
         self._retry = None
         try:
+            if self._active is None and self._saved_rotation is None:
+                await self._restore(now)
             if mesh.ca.provider == CaProvider.PROVIDED:
                 root = _provided_root(config, mesh.ca.certificate or "", now)
             else:
@@ -300,8 +359,51 @@ class MeshAuthority:
         key = successor_key(root, trust_domain)
         fresh = generate_root(trust_domain, now)
         stored = await self._vault.put_if_absent(key, encode_root(fresh, trust_domain))
-        await self._vault.put(BUILTIN_KEY, stored)
+        self._pending_builtin = stored  # under BUILTIN_KEY once the rotation is recorded
         return decode_root(stored, key)[0]
+
+    # --- the rotation, persisted --------------------------------------------------------------
+
+    async def _restore(self, now: datetime) -> None:
+        """On start: resume the rotation a previous run (or another replica) left under way,
+        with its bundle and its issuing root; the next step no sooner than the pause."""
+        value = await self._vault.get(ROTATION_KEY)
+        self._saved_rotation = value or NO_ROTATION
+        stored = decode_rotation(value)
+        if stored is None:
+            return
+        roots = {root.fingerprint: root for root in stored.trusted}
+        self._active, self._trusted = roots[stored.active], list(stored.trusted)
+        due = max(stored.due, now + self._pause)
+        self._rotation = _Rotation(roots[stored.target], stored.step, due)
+        log.info(
+            "mesh CA: resuming the rotation to %s (next step %s, due %s)",
+            stored.target,
+            stored.step,
+            rfc3339(due),
+        )
+        self._emit(MeshEvent.CA_READY, {"ca": ca_info(self._active)})
+
+    async def _record(self) -> None:
+        """Store the rotation state (before it is published), then a new built-in root (so a
+        server killed in between still finds the rotation that trusts it). A store that
+        fails is logged; the next change tries again."""
+        rotation, active = self._rotation, self._active
+        value = NO_ROTATION
+        if rotation is not None and active is not None:
+            value = encode_rotation(
+                self._trusted, active, rotation.target, rotation.step, rotation.due
+            )
+        try:
+            # Never read (the vault failed at start): keep what it holds for the restore.
+            if value != (self._saved_rotation or NO_ROTATION):
+                await self._vault.put(ROTATION_KEY, value)
+                self._saved_rotation = value
+            if self._pending_builtin is not None:
+                await self._vault.put(BUILTIN_KEY, self._pending_builtin)
+                self._pending_builtin = None
+        except Exception as error:
+            log.warning("mesh CA: the rotation state could not be stored: %s", error)
 
     def _target(self) -> RootCa | None:
         return self._rotation.target if self._rotation is not None else self._active
@@ -424,6 +526,8 @@ class MeshAuthority:
                 (s, Reason.RENEWAL) for s, leaf in sorted(self._leaves.items()) if leaf.due <= now
             ]
             await self._issue_all(due, now)
+            if stepped:
+                await self._record()
             if stepped or due:
                 self._publish()
             return self.issued_total - before

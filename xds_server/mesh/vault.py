@@ -8,16 +8,26 @@ Keys and values (JSON, written once, never in the config's history or a default 
 - ``mesh/ca/builtin/next/<fingerprint>/<trust domain>``: the successor chosen for that root
   (a new trust domain, or an explicit rotation), stored with ``put_if_absent`` too, so replicas
   rotating the same root at once agree on its successor; then ``mesh/ca/builtin`` is replaced.
+- ``mesh/ca/rotation``: a root rotation under way (``encode_rotation``): the roots of the trust
+  bundle (issuing one first, with their keys: the old root may still issue), the target, the
+  next step and when it is due; ``""`` once no rotation is under way. Written before each
+  step is published, so that a server killed mid-rotation resumes it with the same bundle.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from typing import Final, Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
 
 from xds_server.mesh.ca import BUILTIN, MeshCaError, RootCa, ca_from_pem, rfc3339
 
 BUILTIN_KEY: Final = "mesh/ca/builtin"
+ROTATION_KEY: Final = "mesh/ca/rotation"
+#: What ``ROTATION_KEY`` holds when no rotation is under way.
+NO_ROTATION: Final = ""
 
 
 class RootVault(Protocol):
@@ -101,3 +111,69 @@ def decode_root(value: str, key: str) -> tuple[RootCa, str]:
         return ca_from_pem(str(certificate), str(private_key), BUILTIN), trust_domain
     except MeshCaError as error:
         raise MeshCaError(f"the stored mesh CA root {key}: {error}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRotation:
+    """A rotation under way, as ``ROTATION_KEY`` keeps it."""
+
+    #: The trust bundle, the issuing root first.
+    trusted: tuple[RootCa, ...]
+    #: Fingerprints of the issuing root and of the root the rotation goes to.
+    active: str
+    target: str
+    #: ``issue`` or ``retire`` (the next step).
+    step: str
+    due: dt.datetime
+
+
+def _chain_pem(root: RootCa) -> str:
+    """The PEM ``ca_from_pem`` reads ``root`` back from: the CA, then its issuers."""
+    chain = root.intermediates or root.certificate
+    return chain if root.trust_anchor in chain else chain + root.trust_anchor
+
+
+def encode_rotation(
+    trusted: Sequence[RootCa], active: RootCa, target: RootCa, step: str, due: dt.datetime
+) -> str:
+    roots = [
+        {"chain": _chain_pem(r), "private_key": r.private_key, "provider": r.provider}
+        for r in trusted
+    ]
+    return json.dumps(
+        {
+            "roots": roots,
+            "active": active.fingerprint,
+            "target": target.fingerprint,
+            "step": step,
+            "due": rfc3339(due),
+        },
+        sort_keys=True,
+    )
+
+
+def _root_of(data: Any) -> RootCa:
+    return ca_from_pem(str(data["chain"]), str(data["private_key"]), str(data["provider"]))
+
+
+def decode_rotation(value: str | None) -> StoredRotation | None:
+    """The rotation stored under ``ROTATION_KEY`` (None: none, or one that cannot be read:
+    then the server starts from the configured root, as without a record)."""
+    if not value:
+        return None
+    try:
+        data = json.loads(value)
+        trusted = tuple(_root_of(root) for root in data["roots"])
+        stored = StoredRotation(
+            trusted,
+            str(data["active"]),
+            str(data["target"]),
+            str(data["step"]),
+            dt.datetime.fromisoformat(str(data["due"])),
+        )
+    except (ValueError, TypeError, KeyError):  # MeshCaError is a ValueError
+        return None
+    known = {root.fingerprint for root in trusted}
+    if stored.step not in ("issue", "retire") or not {stored.active, stored.target} <= known:
+        return None
+    return stored

@@ -11,6 +11,7 @@ destination's inbound listener, matched on the caller's URI SAN).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Final, Literal
 
@@ -117,6 +118,16 @@ class MeshSpec(StrictModel):
     #: Lifetime of the workload certificates; each is re-issued at half of it.
     certificate_ttl: Annotated[Duration, AfterValidator(_check_ttl)] = Duration.parse("24h")
     ca: MeshCa = MeshCa()
+
+
+@dataclass(frozen=True, slots=True)
+class RootRotationRefused:
+    """Why ``POST /v1/mesh/rotate-root`` cannot start a rotation (the API answers 409)."""
+
+    #: A slug for the problem's ``type``: ``no-mesh``, ``provided-ca``,
+    #: ``rotation-in-progress``, ``no-root``.
+    code: str
+    reason: str
 
 
 class MeshProtocol(StrEnum):

@@ -3,8 +3,9 @@
 Errors are what Envoy would refuse or what cannot work: two listeners on one socket of a
 proxy (a sidecar's inbound and upstream ports, its application's loopback port and the
 ``Listener`` documents its groups get), two intentions for one source and destination (which
-one decides would depend on order), L7 permissions for a destination that speaks tcp, and a
-provided CA the server cannot issue from. Warnings are what is accepted but does nothing yet:
+one decides would depend on order), L7 permissions for a destination that speaks tcp, a
+proxy group named by two ``Sidecar`` documents (see ``_shared_groups``), and a provided CA
+the server cannot issue from. Warnings are what is accepted but does nothing yet:
 sidecars or intentions without a ``Mesh``, services the registry does not know, a listener
 of every group routing to a mesh service (it calls the plain endpoints, see ``edge_callers``).
 """
@@ -140,6 +141,29 @@ def _port_collisions(config: Config) -> Iterator[Problem]:
                 )
 
 
+def _shared_groups(config: Config) -> Iterator[Problem]:
+    """A proxy group fronting two services is refused: a proxy of a group gets one config and
+    proves one identity, so a second ``Sidecar`` naming the group (or the group named like
+    another service, by default) would bind the same upstream ports and present the first
+    service's certificate. Both documents get the error (naming both), so whichever is being
+    written is refused at its own ``spec.groups``."""
+    first: dict[str, str] = {}
+    ordered = sorted(config.sidecars.values(), key=lambda e: (e.created_revision, e.name))
+    for entry in ordered:
+        for group in entry.spec.groups_for(entry.name):
+            owner = first.setdefault(group, entry.name)
+            if owner == entry.name:
+                continue
+            reason = (
+                f"proxy group {group!r} would front two services, {owner!r} and"
+                f" {entry.name!r} (their Sidecars both name it): a group's proxies get one"
+                " config and one identity, so a group fronts one service; give each service's"
+                " sidecars a group of their own"
+            )
+            for name in (entry.name, owner):
+                yield Problem(Kind.SIDECAR.value, name, "spec.groups", reason)
+
+
 def _intention_problems(config: Config) -> Iterator[Problem]:
     first: dict[tuple[str, str], str] = {}
     ordered = sorted(config.intentions.values(), key=lambda e: (e.created_revision, e.name))
@@ -261,6 +285,7 @@ def mesh_errors(config: Config, now: datetime.datetime | None = None) -> Iterato
     """Every error of the mesh documents (see the module's docstring); with ``now``, a
     provided CA is checked for expiry too."""
     yield from _port_collisions(config)
+    yield from _shared_groups(config)
     yield from _upstream_route_backends(config)
     yield from _intention_problems(config)
     if reason := _provided_ca_problem(config, now):
