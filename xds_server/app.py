@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,9 @@ from xds_server.admin.context import AdminContext
 from xds_server.admin.middleware.auth import TokenFile, install_auth, request_actor
 from xds_server.admin.server import AdminServer
 from xds_server.cache.snapshot_cache import SnapshotCache
-from xds_server.consul import ConsulSettings
+from xds_server.consul import ConsulKv, ConsulSettings, KvEntry
+from xds_server.consul.kv import PrefixFollower
+from xds_server.consul.sessions import EphemeralKeys
 from xds_server.mesh import MeshAuthority, StoreVault
 from xds_server.model.config import Config
 from xds_server.model.config_parser import ConfigParser
@@ -51,6 +54,7 @@ from xds_server.sources.consul_settings import WatcherSettings
 from xds_server.sources.empty import EmptyRegistry
 from xds_server.sources.static import StaticRegistry
 from xds_server.status import ProxyEvent, ProxyEventKind, ProxyRegistry
+from xds_server.status.fleet import FleetSummaries, FleetView, Replica
 from xds_server.store import ConfigState, ConfigStore, SqliteStore, StoreError
 from xds_server.store.consul_kv import ConsulKvSettings, ConsulKvStore
 from xds_server.translate import translate
@@ -95,6 +99,17 @@ def build_consul_kv_store(settings: Settings) -> ConsulKvStore:
         return ConsulKvStore(settings.store_target, ConsulKvSettings(consul_settings(settings)))
     except ValueError as error:
         raise SettingsError(f"--store {settings.store}: {error}") from error
+
+
+def fleet_prefix(settings: Settings) -> str:
+    """``--store consul-kv:PREFIX``: the fleet's tree, ``PREFIX-fleet/`` (beside the config,
+    so the store's reads of ``PREFIX/`` stay config only; ``key_prefix "PREFIX"`` covers both)."""
+    return settings.store_target.strip().strip("/") + "-fleet/"
+
+
+def live_values(entries: list[KvEntry]) -> dict[str, bytes]:
+    """The fleet keys a live session holds (a key without one is left over, not a replica)."""
+    return {e.key: e.value for e in entries if e.session and e.value is not None}
 
 
 def build_admin_tokens(settings: Settings) -> TokenFile | None:
@@ -162,6 +177,11 @@ class XdsServerApp:
     mesh: MeshAuthority | None = None
     #: Metrics, events and log lines (made by ``start``).
     observability: Observability | None = None
+    #: The other replicas' proxies (``--store consul-kv`` only; made by ``start``).
+    fleet: FleetView | None = None
+    #: This replica's proxies in Consul, under its session (``--store consul-kv`` only).
+    fleet_keys: EphemeralKeys | None = None
+    _fleet_kv: ConsulKv | None = None
     _grpc: grpc.aio.Server | None = None
     _admin: AdminServer | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -215,8 +235,30 @@ class XdsServerApp:
         exposure = ads_exposure_warning(ads.host, settings.security)
         if exposure is not None:
             log.warning(exposure)
+        if settings.store_kind == "consul-kv":
+            await self._start_fleet()
         await self._start_admin(self.store, observability, admin_tokens)
         log.info("started", extra={"ads": str(self.ads_address), "admin": str(self.admin_address)})
+
+    async def _start_fleet(self) -> None:
+        """Publish this replica's proxies and follow the others' (``status.fleet``)."""
+        settings = self.settings
+        assert self.ads_address is not None
+        replica = Replica(
+            settings.replica_id or f"{socket.gethostname()}:{self.ads_address.port}",
+            str(self.ads_address),
+        )
+        fleet = self.fleet = FleetView(replica)
+        kv = self._fleet_kv = ConsulKv(consul_settings(settings), max_connections=2)
+        await kv.open()
+        prefix = fleet_prefix(settings)
+        keys = self.fleet_keys = EphemeralKeys(
+            kv, f"{prefix}{replica.id}/", f"xds-server fleet {replica.id}", settings.fleet_ttl
+        )
+        summaries = FleetSummaries(self.registry, replica)
+        follower = PrefixFollower(kv, prefix, lambda entries: fleet.update(live_values(entries)))
+        self._spawn(keys.run(summaries.values, settings.fleet_interval), "fleet publisher")
+        self._spawn(follower.run(), "fleet follower")
 
     async def _start_admin(
         self, store: ConfigStore, observability: Observability, tokens: TokenFile | None
@@ -234,6 +276,8 @@ class XdsServerApp:
                 actor=request_actor,
                 parser=self._parser,
                 mesh_status=self.mesh.status if self.mesh is not None else None,
+                mesh_rotate_root=self.mesh.rotate_root if self.mesh is not None else None,
+                fleet=self.fleet,
             )
         )
         if tokens is not None:
@@ -350,6 +394,11 @@ class XdsServerApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self.fleet_keys is not None:
+            await self.fleet_keys.close()  # Consul deletes this replica's proxies at once
+        if self._fleet_kv is not None:
+            await self._fleet_kv.close()
+            self._fleet_kv = None
         if self.store is not None:
             await self.store.close()
 

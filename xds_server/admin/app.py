@@ -22,6 +22,7 @@ from xds_server.admin.routes.apply import apply_router
 from xds_server.admin.routes.events import events_router
 from xds_server.admin.routes.health import health_router
 from xds_server.admin.routes.history import history_router
+from xds_server.admin.routes.mesh import mesh_router
 from xds_server.admin.routes.metrics import metrics_router
 from xds_server.admin.routes.proxies import proxies_router
 from xds_server.admin.routes.resources import resource_router
@@ -61,9 +62,10 @@ def create_admin_app(context: AdminContext) -> FastAPI:
     app.include_router(health_router(context.readiness))
     for kind in resource_kinds():
         app.include_router(resource_router(kind, services))
+    app.include_router(mesh_router(context.mesh_rotate_root, context.mesh_status))
     app.include_router(apply_router(services))
     app.include_router(history_router(services))
-    app.include_router(proxies_router(context.proxies, context.cache))
+    app.include_router(proxies_router(context.proxies, context.cache, context.fleet))
     app.include_router(events_router(context.events))
     app.include_router(metrics_router(context.metrics))
     app.include_router(services_router(context.inventory))

@@ -13,12 +13,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 
-from xds_server.admin.mesh_status import MeshStatusSource
+from xds_server.admin.mesh_status import MeshRootRotation, MeshStatusSource
 from xds_server.admin.routes.health import ReadinessCheck
 from xds_server.cache.snapshot_cache import SnapshotCache
 from xds_server.model import Config, Inventory
 from xds_server.model.config_parser import ConfigParser
 from xds_server.status import EventLog, ProxyRegistry
+from xds_server.status.fleet import FleetView
 from xds_server.store import ConfigStore
 
 #: ``(before, after) -> what would change in Envoy``: a JSON object (e.g. resources added,
@@ -62,3 +63,9 @@ class AdminContext:
     #: The mesh CA's state for ``GET /v1/mesh`` (CA subject, fingerprint and expiry, issued
     #: identities with serial and expiry; never a key); None: no status is shown.
     mesh_status: MeshStatusSource | None = None
+    #: Starts a rotation of the built-in mesh CA root (``POST /v1/mesh/rotate-root``); None:
+    #: no mesh CA runs (the route answers 409).
+    mesh_rotate_root: MeshRootRotation | None = None
+    #: The other replicas' proxies for /v1/proxies (``--store consul-kv``); None: this
+    #: replica alone.
+    fleet: FleetView | None = None

@@ -6,6 +6,10 @@ The facts are those of CSDS on the ADS port (``ClientStatusDiscoveryService``): 
 holds is decoded from the bytes it was sent while the current snapshot of its group still has
 that version, with secrets redacted by ``cache.redaction``, the one redaction CSDS uses too
 (a private key reads ``{"inline_string": "[redacted]"}``, as in Envoy's ``/config_dump``).
+
+With ``--store consul-kv`` the list also has the proxies of the other replicas (``replica``
+names the one that holds each), from the summaries they publish (``status.fleet``): their
+``sent_at``/``acked_at`` are null and their ``responses``/``bytes_sent`` 0 (not published).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from xds_server.status import (
     TypeStatus,
     rfc3339,
 )
+from xds_server.status.fleet import FleetView, RemoteProxy
 
 #: Overall status of a proxy: the worst of its types.
 _SEVERITY: Final = (SyncStatus.NACKED, SyncStatus.STALE, SyncStatus.NOT_SENT, SyncStatus.SYNCED)
@@ -66,6 +71,19 @@ class ProxyView(BaseModel):
     group: str = Field(description="The proxy group: the node's cluster.")
     peer: str = Field(description="The gRPC peer address, e.g. ipv4:127.0.0.1:50000.")
     envoy_version: str
+    user_agent: str = Field(
+        default="",
+        description="node.user_agent_name and its version, e.g. 'envoy 1.40.0' or "
+        "'gRPC Python 1.76.0'.",
+    )
+    client_type: str = Field(
+        default="envoy", description="envoy, or grpc for a proxyless gRPC application."
+    )
+    replica: str | None = Field(
+        default=None,
+        description="The replica the proxy is connected to (with --store consul-kv); null "
+        "when this server is not part of a fleet.",
+    )
     stream_kind: StreamKind = Field(
         description="ads-sotw, ads-delta, or sotw / delta (one stream per type)."
     )
@@ -196,12 +214,17 @@ def held_identities(proxy: ProxyStatus, cache: SnapshotCache) -> list[dict[str, 
     return found
 
 
-def proxy_view(proxy: ProxyStatus, cache: SnapshotCache | None = None) -> dict[str, Any]:
+def proxy_view(
+    proxy: ProxyStatus, cache: SnapshotCache | None = None, fleet: FleetView | None = None
+) -> dict[str, Any]:
     return {
         "node_id": proxy.node_id,
         "group": proxy.group,
         "peer": proxy.peer,
         "envoy_version": proxy.envoy_version,
+        "user_agent": proxy.user_agent,
+        "client_type": proxy.client_type,
+        "replica": fleet.replica.id if fleet is not None else None,
         "stream_kind": proxy.stream_kind.value,
         "streams": max(proxy.streams, 0),
         "connected": proxy.connected,
@@ -210,6 +233,62 @@ def proxy_view(proxy: ProxyStatus, cache: SnapshotCache | None = None) -> dict[s
         "status": overall_status(proxy).value,
         "types": {short_name(s.type_url): type_view(s) for s in _ordered(proxy)},
         "identities": held_identities(proxy, cache) if cache is not None else [],
+    }
+
+
+def _remote_type_view(short: str, summary: Any) -> dict[str, Any]:
+    entry = summary if isinstance(summary, dict) else {}
+    nack = entry.get("last_nack")
+    type_url = next((url for url, name in SHORT_NAMES.items() if name == short), short)
+    return {
+        "type": short,
+        "type_url": type_url,
+        "status": str(entry.get("status", SyncStatus.NOT_SENT.value)),
+        "sent_version": str(entry.get("sent_version", "")),
+        "sent_at": None,
+        "acked_version": str(entry.get("acked_version", "")),
+        "acked_at": None,
+        "last_nack": (
+            {
+                "version": str(nack.get("version", "")),
+                "message": str(nack.get("message", "")),
+                "at": rfc3339(float(nack.get("at", 0.0))),
+            }
+            if isinstance(nack, dict)
+            else None
+        ),
+        "responses": 0,
+        "bytes_sent": 0,
+        "resources": int(entry.get("resources", 0)),
+    }
+
+
+def remote_proxy_view(remote: RemoteProxy) -> dict[str, Any]:
+    """A proxy of another replica, from the summary that replica published."""
+    summary = remote.summary
+    raw_types = summary.get("types")
+    types = {
+        str(short): _remote_type_view(str(short), entry)
+        for short, entry in (raw_types.items() if isinstance(raw_types, dict) else ())
+    }
+    statuses = {t["status"] for t in types.values()}
+    overall = next((s.value for s in _SEVERITY if s.value in statuses), SyncStatus.NOT_SENT.value)
+    return {
+        "node_id": remote.node_id,
+        "group": remote.group,
+        "peer": str(summary.get("peer", "")),
+        "envoy_version": str(summary.get("envoy_version", "")),
+        "user_agent": str(summary.get("user_agent", "")),
+        "client_type": str(summary.get("client_type", "envoy")),
+        "replica": remote.replica,
+        "stream_kind": str(summary.get("stream_kind", StreamKind.ADS_SOTW.value)),
+        "streams": int(summary.get("streams", 1)),
+        "connected": True,
+        "connected_since": rfc3339(float(summary.get("connected_since", 0.0))),
+        "disconnected_at": None,
+        "status": overall,
+        "types": types,
+        "identities": [],
     }
 
 

@@ -19,6 +19,7 @@ import typer
 import yaml
 from rich.text import Text
 
+from xds_server.cli import mesh as mesh_command
 from xds_server.cli import render
 from xds_server.cli import serve as serve_command
 from xds_server.cli import store as store_command
@@ -350,13 +351,28 @@ def status(
     if not proxies:
         print("no proxies are connected", file=sys.stderr)
         return
+    # A REPLICA column once the fleet (``--store consul-kv``) spans more than one replica.
+    fleet = len({p.get("replica") for p in proxies if p.get("replica")}) > 1
+    # An AGENT column (the user agent) once a client that is not an Envoy is connected.
+    agents = any(p.get("client_type", "envoy") != "envoy" for p in proxies)
     render.print_table(
-        ("NODE", "GROUP", "CONNECTED", "STREAM", "ENVOY", *render.TYPE_COLUMNS),
-        [_status_row(proxy) for proxy in proxies],
+        (
+            "NODE",
+            "GROUP",
+            *(("REPLICA",) if fleet else ()),
+            "CONNECTED",
+            "STREAM",
+            "ENVOY",
+            *(("AGENT",) if agents else ()),
+            *render.TYPE_COLUMNS,
+        ),
+        [_status_row(proxy, fleet, agents) for proxy in proxies],
     )
 
 
-def _status_row(proxy: dict[str, Any]) -> list[str | Text]:
+def _status_row(
+    proxy: dict[str, Any], fleet: bool = False, agents: bool = False
+) -> list[str | Text]:
     types = proxy.get("types", {})
     cells = [
         render.status_text(types[t]["status"]) if t in types else render.status_text("-")
@@ -366,9 +382,12 @@ def _status_row(proxy: dict[str, Any]) -> list[str | Text]:
     return [
         proxy["node_id"],
         proxy["group"],
+        *((str(proxy.get("replica") or "-"),) if fleet else ()),
         state,
         proxy["stream_kind"],
-        proxy["envoy_version"],
+        proxy["envoy_version"] or "-",
+        # The user agent ("envoy 1.40.0", "gRPC Python 1.76.0").
+        *((str(proxy.get("user_agent") or "-"),) if agents else ()),
         *cells,
     ]
 
@@ -383,6 +402,11 @@ def _status_of_one(proxy: dict[str, Any]) -> None:
         f"{proxy['node_id']} (group {proxy['group']}, Envoy {proxy['envoy_version']}, "
         f"{proxy['stream_kind']}, {proxy['peer']}): {proxy['status']}, {connected}"
     )
+    extra = [f"user agent {proxy['user_agent']}"] if proxy.get("user_agent") else []
+    if proxy.get("replica"):
+        extra.append(f"replica {proxy['replica']}")
+    if extra:
+        print(", ".join(extra))
     rows = []
     nacks = []
     for short, entry in proxy.get("types", {}).items():
@@ -693,6 +717,13 @@ def bootstrap(
 
 
 store_command.register(app)  # store export / store import (offline, on the store itself)
+
+
+def _dump_mesh(ctx: typer.Context, answer: Any, output: str | None) -> bool:
+    return _dumped(answer, output_of(ctx, Output(output) if output is not None else None))
+
+
+mesh_command.register(app, client, _dump_mesh)  # mesh rotate-root (over REST)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

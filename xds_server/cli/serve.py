@@ -73,6 +73,13 @@ ConsulToken = Annotated[Text, _flag("TOKEN", "Consul ACL token (default CONSUL_H
 ConsulDatacenters = Annotated[
     Text, _flag("DCS", f"comma-separated datacenters, local first {_env('CONSUL_DATACENTERS')}")
 ]
+FleetTtl = Annotated[
+    Text, _flag("DURATION", f"Consul session TTL of the fleet view {_env('FLEET_TTL')}")
+]
+ReplicaId = Annotated[
+    Text,
+    _flag("ID", f"this replica's name in the fleet (default HOST:ADS-PORT) {_env('REPLICA_ID')}"),
+]
 AdminTokens = Annotated[
     Text, _flag("FILE", "admin API bearer tokens, YAML/JSON (env XDS_SERVER_ADMIN_TOKENS)")
 ]
@@ -113,6 +120,8 @@ def serve(  # one parameter per flag: how Typer declares options
     consul_addr: ConsulAddr = None,
     consul_token: ConsulToken = None,
     consul_datacenters: ConsulDatacenters = None,
+    fleet_ttl: FleetTtl = None,
+    replica_id: ReplicaId = None,
     admin_tokens: AdminTokens = None,
     insecure_admin: InsecureAdmin = None,
     ads_tls_cert: AdsTlsCert = None,

@@ -67,6 +67,13 @@ class Settings:
     consul_token: str | None = None
     #: Datacenters the Consul registry watches, local first; empty: the agent's.
     consul_datacenters: tuple[str, ...] = ()
+    #: With ``--store consul-kv``: the TTL of the Consul session under which this replica
+    #: publishes its proxies (Consul drops them between 1 and 2 TTLs after a crash; Consul
+    #: accepts 10s to 24h), how often it publishes at most, and its name in the fleet
+    #: (None: ``HOST:ADS-PORT``).
+    fleet_ttl: float = 10.0
+    fleet_interval: float = 1.0
+    replica_id: str | None = None
     #: Admin API tokens and TLS on the ADS port (``security``).
     security: SecuritySettings = field(default_factory=SecuritySettings)
 
@@ -167,5 +174,8 @@ def settings_from(
         consul_addr=pick("consul_addr") or None,
         consul_token=pick("consul_token") or None,
         consul_datacenters=tuple(dc.strip() for dc in datacenters.split(",") if dc.strip()),
+        fleet_ttl=_seconds(pick("fleet_ttl"), "--fleet-ttl", base.fleet_ttl),
+        fleet_interval=_seconds(pick("fleet_interval"), "fleet interval", base.fleet_interval),
+        replica_id=pick("replica_id") or None,
         security=security,
     )

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from xds_server.cache.clients import client_type
+
 
 class SyncStatus(StrEnum):
     NOT_SENT = "NOT_SENT"
@@ -97,6 +99,17 @@ class ProxyStatus:
     @property
     def connected(self) -> bool:
         return self.disconnected_at is None
+
+    @property
+    def user_agent(self) -> str:
+        """``node.user_agent_name`` and its version: "envoy 1.40.0", "gRPC Python 1.76.0"."""
+        name = str(self.node.user_agent_name) if self.node is not None else ""
+        return " ".join(part for part in (name, self.envoy_version) if part)
+
+    @property
+    def client_type(self) -> str:
+        """``envoy`` or ``grpc`` (a proxyless gRPC application), as the cache serves it."""
+        return client_type(self.node).value
 
     @property
     def zone(self) -> str:
