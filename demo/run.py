@@ -7,7 +7,10 @@ Starts three sample instances of service `api` (v1 twice, v2 once) on free ports
 in a static registry file (each with its `version` in metadata and tags: the route splits by
 subset), starts `xds-server serve` on it and Envoy from `envoy/bootstrap.yaml`, applies
 `api/examples/demo.yaml` (listener bound to 127.0.0.1 and the chosen port) over the REST API,
-waits until a request through Envoy succeeds and prints what to try. Ctrl-C or SIGTERM
+waits until a request through Envoy succeeds and prints what to try. Beside them runs a gRPC
+service `greeter` (demo/greeter.py, in the same registry) and `<workdir>/grpc-bootstrap.json`
+(what `xds-server bootstrap --grpc` prints) lets a grpcio client call it through
+`xds:///greeter`, proxyless: the instructions end with that one-line call. Ctrl-C or SIGTERM
 stops every process it started. `--check` (or `DEMO_EXIT_AFTER_READY=1`) stops as soon as
 traffic flows. Every port has a variable too: DEMO_ENVOY_PORT, DEMO_ENVOY_ADMIN_PORT,
 DEMO_ADMIN_PORT, DEMO_ADS_PORT (and DEMO_DIR, DEMO_TIMEOUT; DEMO_ENVOY and DEMO_XDS_SERVER
@@ -46,10 +49,15 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = ROOT / "api" / "examples" / "demo.yaml"
 BOOTSTRAP = ROOT / "envoy" / "bootstrap.yaml"
 SAMPLE = Path(__file__).resolve().parent / "sample_service.py"
+GREETER = Path(__file__).resolve().parent / "greeter.py"
 HOST = "127.0.0.1"
 
 #: (registry service, version, instance id) of every sample instance.
 INSTANCES = (("api", "v1", "api-v1-1"), ("api", "v1", "api-v1-2"), ("api", "v2", "api-v2-1"))
+#: (registry service, instance id) of every gRPC sample instance (demo/greeter.py).
+GRPC_INSTANCES = (("greeter", "greeter-1"),)
+#: The node id in the gRPC client's bootstrap (it shows in /v1/proxies).
+GRPC_NODE = "demo-grpc-client"
 
 SERVER_LINE = re.compile(r"^listening ads=(\S+):(\d+) admin=(\S+):(\d+)$", re.MULTILINE)
 SAMPLE_LINE = re.compile(r"^listening (\d+)$", re.MULTILINE)
@@ -224,6 +232,8 @@ class Demo:
     options: Options
     children: list[Child] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=lambda: {"pids": {}, "ports": {}})
+    #: Short-lived commands still running (the gRPC bootstrap), stopped with the rest.
+    helpers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def workdir(self) -> Path:
@@ -279,6 +289,11 @@ class Demo:
 
     def stop(self) -> None:
         """SIGTERM every process group, newest first; SIGKILL what is left after a grace."""
+        for helper in self.helpers:
+            if helper.poll() is None:
+                helper.kill()
+            helper.wait()
+        self.helpers.clear()
         for child in reversed(self.children):
             if child.process.poll() is None:
                 _signal_group(child.process.pid, signal.SIGTERM)
@@ -295,9 +310,13 @@ class Demo:
     # --- the steps ---------------------------------------------------------------------------
 
     def start_samples(self) -> dict[str, int]:
+        """Every HTTP and gRPC sample instance, started at once; their ports by instance."""
         started = [
             (instance, self.spawn(instance, sample_argv(service, version, instance)))
             for service, version, instance in INSTANCES
+        ] + [
+            (instance, self.spawn(instance, greeter_argv(service, instance)))
+            for service, instance in GRPC_INSTANCES
         ]
         ports = {
             name: int(self.wait_for_line(child, SAMPLE_LINE).group(1)) for name, child in started
@@ -314,6 +333,13 @@ class Demo:
                 "port": ports[instance],
                 "tags": [version],
                 "metadata": {"version": version, "instance": instance},
+            }
+            services.setdefault(service, {"endpoints": []})["endpoints"].append(endpoint)
+        for service, instance in GRPC_INSTANCES:
+            endpoint = {
+                "address": HOST,
+                "port": ports[instance],
+                "metadata": {"instance": instance},
             }
             services.setdefault(service, {"endpoints": []})["endpoints"].append(endpoint)
         path = self.workdir / "registry.yaml"
@@ -343,6 +369,41 @@ class Demo:
         self.state["ports"].update({"ads": ads, "admin": admin})
         self.save_state()
         return ads, admin
+
+    def start_grpc_bootstrap(self, ads_port: int) -> subprocess.Popen[bytes]:
+        """``xds-server bootstrap --grpc`` into ``grpc-bootstrap.json``, while Envoy starts."""
+        argv = [
+            *server_command(),
+            "bootstrap",
+            "--grpc",
+            "--node-id",
+            GRPC_NODE,
+            "--ads",
+            f"{HOST}:{ads_port}",
+        ]
+        log = self.workdir / "grpc-bootstrap.log"
+        with (self.workdir / "grpc-bootstrap.json").open("wb") as out, log.open("wb") as err:
+            helper = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=ROOT
+            )
+        self.helpers.append(helper)
+        return helper
+
+    def finish_grpc_bootstrap(self, helper: subprocess.Popen[bytes]) -> Path:
+        path = self.workdir / "grpc-bootstrap.json"
+
+        def written() -> bool | None:
+            code = helper.poll()
+            if code is None:
+                return None
+            if code != 0:
+                log = (self.workdir / "grpc-bootstrap.log").read_text(errors="replace")
+                raise DemoError(f"demo: xds-server bootstrap --grpc exited with {code}:\n{log}")
+            json.loads(path.read_text())  # a document, not half of one
+            return True
+
+        self.wait_for("xds-server bootstrap --grpc", written)
+        return path
 
     def start_envoy(self, ads_port: int) -> None:
         path = self.workdir / "bootstrap.yaml"
@@ -438,6 +499,40 @@ def sample_argv(service: str, version: str, instance: str) -> list[str]:
     ]
 
 
+def greeter_argv(service: str, instance: str) -> list[str]:
+    return [
+        sys.executable,
+        str(GREETER),
+        "serve",
+        "--name",
+        service,
+        "--instance",
+        instance,
+        "--host",
+        HOST,
+        "--port",
+        "0",
+    ]
+
+
+def grpc_call_line(bootstrap_path: Path, service: str) -> str:
+    """The one line that calls ``service`` through ``xds:///``, to paste into a shell in the
+    current directory (this Python, unresolved: a venv's python is a symlink)."""
+    python = Path(sys.executable).absolute()
+    here = Path.cwd()
+    shown_python = str(python.relative_to(here)) if python.is_relative_to(here) else str(python)
+    script = GREETER.relative_to(here) if GREETER.is_relative_to(here) else GREETER
+    return " ".join(
+        [
+            f"GRPC_XDS_BOOTSTRAP={shlex.quote(shown(bootstrap_path))}",
+            shlex.quote(shown_python),
+            shlex.quote(str(script)),
+            "call",
+            f"xds:///{service}",
+        ]
+    )
+
+
 def server_command() -> list[str]:
     """``xds-server`` of this Python's environment (or DEMO_XDS_SERVER, split like a shell)."""
     custom = os.environ.get("DEMO_XDS_SERVER")
@@ -507,6 +602,7 @@ def instructions(
     seconds: float,
     first: Mapping[str, Any],
     config: str,
+    grpc_bootstrap: Path,
 ) -> str:
     envoy = demo.port("DEMO_ENVOY_PORT")
     envoy_admin = demo.port("DEMO_ENVOY_ADMIN_PORT")
@@ -516,7 +612,9 @@ def instructions(
     fifty = json.dumps(route, separators=(",", ":"))
     v1 = ports["api-v1-1"]
     workdir = shown(demo.workdir)
-    samples = ", ".join(f"{name} :{port}" for name, port in ports.items())
+    samples = ", ".join(f"{name} :{ports[name]}" for _, _, name in INSTANCES)
+    greeter, greeter_instance = GRPC_INSTANCES[0]
+    grpc_line = grpc_call_line(grpc_bootstrap, greeter)
     return f"""
 demo: traffic flows through Envoy ({seconds:.1f}s after start); first answer: {json.dumps(first)}
 
@@ -524,6 +622,7 @@ demo: traffic flows through Envoy ({seconds:.1f}s after start); first answer: {j
   Envoy admin       http://localhost:{envoy_admin}/
   xds-server admin  http://localhost:{admin}/   (ADS gRPC on {HOST}:{ads})
   sample instances  {samples}
+  gRPC service      {greeter} :{ports[greeter_instance]} ({greeter_instance}), for xds:///{greeter}
   files             {workdir}/ (registry.yaml, demo.yaml, bootstrap.yaml, *.log, state.json)
 
 Try:
@@ -549,6 +648,9 @@ Try:
   curl -s localhost:{envoy_admin}/clusters | grep -E '::(health_flags|rq_success|rq_error)'
 
   # the registry is live: edit {workdir}/registry.yaml (e.g. drop api-v1-2) and watch /clusters
+
+  # a proxyless gRPC call: grpcio resolves xds:///{greeter} through xds-server, no Envoy
+  {grpc_line}
 
 Ctrl-C stops everything.
 """
@@ -577,14 +679,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         ports = demo.start_samples()
         ads, admin = demo.start_server(demo.write_registry(ports))
+        pending_bootstrap = demo.start_grpc_bootstrap(ads)
         demo.start_envoy(ads)
         config = demo.apply_config(admin)
         first = demo.wait_for_traffic()
         seconds = time.monotonic() - started
+        grpc_bootstrap = demo.finish_grpc_bootstrap(pending_bootstrap)
         if options.check:
             print(f"demo: traffic flows through Envoy after {seconds:.1f}s; stopping (--check)")
             return 0
-        print(instructions(demo, ports, admin, ads, seconds, first, config), flush=True)
+        print(
+            instructions(demo, ports, admin, ads, seconds, first, config, grpc_bootstrap),
+            flush=True,
+        )
         demo.supervise()
         return 0  # not reached: supervise ends by an exception
     except Stop as stop:

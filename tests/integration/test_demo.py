@@ -29,6 +29,8 @@ from tests.support.sample import call, call_json, read_line
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "demo" / "run.py"
 READY = re.compile(r"^Ctrl-C stops everything\.$")
+#: The one-line proxyless gRPC call the demo prints (run verbatim by the test).
+GRPC_CALL = re.compile(r"^\s*(GRPC_XDS_BOOTSTRAP=.+ call xds:///greeter)$")
 START_TIMEOUT = 120.0
 
 pytestmark = pytest.mark.envoy
@@ -39,6 +41,8 @@ class DemoRun:
     process: subprocess.Popen[str]
     workdir: Path
     ports: dict[str, int]
+    #: The gRPC call line as printed (once the demo is ready).
+    grpc_call: str = ""
 
     def state(self) -> dict[str, Any]:
         return dict(json.loads((self.workdir / "state.json").read_text()))
@@ -106,7 +110,10 @@ def demo(tmp_path: Path) -> Iterator[DemoRun]:
     try:
         started = time.monotonic()
         try:
-            read_line(run.process, READY, START_TIMEOUT)
+            line, rest = read_line(run.process, GRPC_CALL, START_TIMEOUT)
+            run.grpc_call = line.strip()
+            if not any(READY.search(after) for after in rest.split("\n")):
+                read_line(run.process, READY, 30)
         except RuntimeError as error:
             raise AssertionError(f"{error}\n{run.logs()}") from None
         print(f"demo ready after {time.monotonic() - started:.1f}s")
@@ -117,7 +124,14 @@ def demo(tmp_path: Path) -> Iterator[DemoRun]:
 
 def test_demo_splits_retries_and_leaves_nothing_behind(demo: DemoRun) -> None:
     state = demo.state()
-    assert set(state["pids"]) == {"api-v1-1", "api-v1-2", "api-v2-1", "xds-server", "envoy"}
+    assert set(state["pids"]) == {
+        "api-v1-1",
+        "api-v1-2",
+        "api-v2-1",
+        "greeter-1",
+        "xds-server",
+        "envoy",
+    }
     assert state["ports"]["envoy"] == demo.ports["DEMO_ENVOY_PORT"]
     assert state["ports"]["admin"] == demo.ports["DEMO_ADMIN_PORT"]
     assert state["ports"]["ads"] == demo.ports["DEMO_ADS_PORT"]
@@ -150,6 +164,24 @@ def test_demo_splits_retries_and_leaves_nothing_behind(demo: DemoRun) -> None:
     assert statuses == {200: 60}
     assert control["failed"] > 0  # it was tried, and its failures were retried elsewhere
 
+    # The printed gRPC line, run verbatim in a shell: grpcio resolves xds:///greeter through
+    # xds-server (proxyless) and the greeter answers.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DEMO_", "GRPC_"))}
+    done = subprocess.run(
+        demo.grpc_call, shell=True, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    print(f"{demo.grpc_call}\n-> {done.returncode}: {done.stdout}{done.stderr}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout) == {
+        "service": "greeter",
+        "instance": "greeter-1",
+        "message": "hello, world",
+    }
+    _, proxies = call_json(f"http://127.0.0.1:{demo.ports['DEMO_ADMIN_PORT']}/v1/proxies")
+    client = next(p for p in proxies["items"] if p["node_id"] == "demo-grpc-client")
+    assert client["client_type"] == "grpc"
+    assert [t["last_nack"] for t in client["types"].values()] == [None] * len(client["types"])
+
     # Ctrl-C stops everything: every recorded process is gone, every port free again.
     demo.process.send_signal(signal.SIGINT)
     assert demo.process.wait(timeout=30) == 0
@@ -166,7 +198,7 @@ def test_check_mode_exits_once_traffic_flows(tmp_path: Path) -> None:
         assert code == 0, output + run.logs()
         assert "traffic flows through Envoy" in output
         pids = run.state()["pids"]
-        assert len(pids) == 5
+        assert len(pids) == 6
         assert {name: pid for name, pid in pids.items() if alive(pid)} == {}
     finally:
         clean_up(run)

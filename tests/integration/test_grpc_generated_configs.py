@@ -192,17 +192,11 @@ def replies(ads: AdsThread, node_id: str) -> dict[str, tuple[str, str, str | Non
         result = {}
         for type_url, status in proxy.types.items():
             nack = status.last_nack
-            # The ACK of the last response may name an earlier version (seen about once in
-            # ten runs, for CDS by name; under investigation): answered all the same.
-            acked_since = (
-                status.acked_at is not None
-                and status.sent_at is not None
-                and status.acked_at >= status.sent_at
-            )
-            answered = (
-                status.acked_version == status.sent_version
-                or acked_since
-                or (nack is not None and nack.nonce == status.sent_nonce)
+            # The client opens one ADS stream per target (grpcio: one XdsClient per channel
+            # target), all sharing this record: it holds the last response sent on any of
+            # them, and only that response's ACK (or NACK) answers it.
+            answered = status.acked_version == status.sent_version or (
+                nack is not None and nack.nonce == status.sent_nonce
             )
             if not status.sent_nonce:
                 continue  # subscribed, nothing sent (absent): nothing to answer

@@ -13,7 +13,8 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -24,6 +25,7 @@ from xds_server.cache.snapshot import Snapshot
 from xds_server.cache.snapshot_cache import CacheState, SnapshotCache
 from xds_server.cache.types import PUSH_ORDER
 from xds_server.server.errors import StreamError
+from xds_server.server.inbox import Inbox
 from xds_server.server.limits import NONCE_PATTERN, StreamLimits
 from xds_server.server.subscription import TypeState
 from xds_server.status import (
@@ -43,6 +45,19 @@ Request = TypeVar("Request")
 _CHANGED = object()
 _END = object()
 _stream_ids = itertools.count(1)
+#: Nonces are unique across the streams that record into one registry, not per stream: a
+#: node's record (``ProxyStatus``) is shared by all its streams, and a gRPC process opens one
+#: ADS stream per channel target (gRFC A71), so a per-stream "1" would name several responses.
+_nonce_counters: weakref.WeakKeyDictionary[ProxyRegistry, Iterator[int]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _nonce_counter(registry: ProxyRegistry) -> Iterator[int]:
+    counter = _nonce_counters.get(registry)
+    if counter is None:
+        counter = _nonce_counters[registry] = itertools.count(1)
+    return counter
 
 
 def envoy_version(node: Any) -> str:
@@ -83,13 +98,13 @@ class XdsStream(abc.ABC, Generic[Request]):
         self.client = ClientType.ENVOY
         self.states: dict[str, TypeState] = {}
         self.generation = -1
-        self._nonces = itertools.count(1)
+        self._nonces = _nonce_counter(registry)
         self._outbox: list[bytes] = []
 
     # -- the loop ---------------------------------------------------------------------------
 
     async def run(self, requests: AsyncIterator[Request]) -> AsyncIterator[bytes]:
-        queue: asyncio.Queue[object] = asyncio.Queue()
+        queue: Inbox[object] = Inbox()
         reader = asyncio.create_task(self._read(requests, queue))
         watcher = asyncio.create_task(self._watch(queue))
         try:
@@ -118,7 +133,7 @@ class XdsStream(abc.ABC, Generic[Request]):
             if self.proxy is not None:
                 self.registry.disconnect(self.proxy)
 
-    async def _read(self, requests: AsyncIterator[Request], queue: asyncio.Queue[object]) -> None:
+    async def _read(self, requests: AsyncIterator[Request], queue: Inbox[object]) -> None:
         try:
             async for request in requests:
                 await queue.put(request)
@@ -132,7 +147,7 @@ class XdsStream(abc.ABC, Generic[Request]):
             log.debug("stream %d read ended: %s", self.stream_id, exc)
         await queue.put(_END)
 
-    async def _watch(self, queue: asyncio.Queue[object]) -> None:
+    async def _watch(self, queue: Inbox[object]) -> None:
         """Wake the stream when its snapshot changes: on any change until the stream knows
         its proxy group, then only when that group's snapshot is replaced."""
         generation = self.cache.state.generation
@@ -238,6 +253,8 @@ class XdsStream(abc.ABC, Generic[Request]):
         status.bytes_sent += len(data)
         status.held = state.client_has
         state.nonce = nonce
+        state.sent_version = version
+        state.sent_set_at = cache_state.set_at
         self._outbox.append(data)
         self._emit(ProxyEventKind.SEND, state, version, sent_bytes=len(data))
 
@@ -251,22 +268,30 @@ class XdsStream(abc.ABC, Generic[Request]):
 
     def record_reply(self, state: TypeState, request: Any, acked_version: str) -> None:
         """The client answered the last response of a type: a NACK if the request carries
-        ``error_detail`` (of the version sent), an ACK of ``acked_version`` otherwise."""
+        ``error_detail`` (of the version this stream sent), an ACK of ``acked_version``
+        otherwise."""
         if request.HasField("error_detail"):
             self.record_nack(
-                state, state.status.sent_version, state.nonce, str(request.error_detail.message)
+                state, state.sent_version, state.nonce, str(request.error_detail.message)
             )
         else:
             self.record_ack(state, acked_version)
 
     def record_ack(self, state: TypeState, version: str) -> None:
-        status = state.status
-        first_ack_of_send = status.acked_at is None or status.acked_version != version
-        status.acked_version = version
-        status.acked_at = time.time()
+        """Every ACK is an event; it updates the node's record only if it answers the
+        response the record holds. Several streams of one node share the record (a gRPC
+        process: one stream per channel target): the ACK of stream A's response, read after
+        stream B sent a later one, must not pair A's version with B's send (the record
+        would say STALE forever, though every stream is in sync)."""
+        first_ack_of_send = state.acked_version != version
+        state.acked_version = version
         convergence = None
-        if first_ack_of_send and status.sent_state_set_at is not None:
-            convergence = max(0.0, time.monotonic() - status.sent_state_set_at)
+        if first_ack_of_send and state.sent_set_at is not None:
+            convergence = max(0.0, time.monotonic() - state.sent_set_at)
+        status = state.status
+        if status.sent_nonce == state.nonce:
+            status.acked_version = version
+            status.acked_at = time.time()
         self._emit(ProxyEventKind.ACK, state, version, convergence=convergence)
 
     def record_nack(self, state: TypeState, version: str, nonce: str, message: str) -> None:

@@ -123,6 +123,12 @@ class TypeState:
     #: world); ``owned_client_has`` gives a dictionary of this stream's own to change.
     client_has: Mapping[str, str] = field(default_factory=dict)
     nonce: str = ""
+    #: This stream's last response of the type (the one ``nonce`` names): its version, the
+    #: set time of the cache state behind it (monotonic), and the last version ACKed here.
+    #: The proxy's ``status`` is shared by every stream of its node, so these stay per stream.
+    sent_version: str = ""
+    sent_set_at: float | None = None
+    acked_version: str | None = None
     started: bool = False
     #: SotW full-state types: the version of the last complete set sent, and that set (kept
     #: for make-before-break, when removed resources are sent once more beside the new ones).
