@@ -14,7 +14,9 @@ from bench.simulator.fleet import Change, Fleet
 from bench.stack import Context, Stack
 from bench.workload import service_name
 
-TARGET_KB = 100.0
+#: Issue 18: per idle proxy, and once every endpoint set changed (SotW).
+TARGET_KB = 40.0
+TARGET_CHANGED_KB = 80.0
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -72,9 +74,9 @@ def run(ctx: Context) -> dict[str, Any]:
                 targets.append(
                     report.target(
                         f"... after every service's endpoints changed ({mode}, {n})",
-                        f"≤ {TARGET_KB:.0f} KB",
+                        f"≤ {TARGET_CHANGED_KB:.0f} KB",
                         f"{per_proxy_changed_kb:.0f} KB (RSS {rss_changed:.0f} MB)",
-                        per_proxy_changed_kb <= TARGET_KB,
+                        per_proxy_changed_kb <= TARGET_CHANGED_KB,
                     )
                 )
                 targets.append(

@@ -244,8 +244,9 @@ class DeltaProxy(SimProxy):
             track = self.tracks.get(type_url)
             if track is None:
                 continue
-            decoded = decoder.delta(response)
-            names = [d.name for d in decoded]
+            plain = decoder.delta_names(response)
+            decoded = decoder.delta(response) if plain is None else []
+            names = plain if plain is not None else [d.name for d in decoded]
             removed = list(response.removed_resources)
             track.received(response.system_version_info, response.nonce, len(raw), len(names))
             track.have.update(names)

@@ -7,6 +7,7 @@ gRPC sends as they are, instead of messages re-encoded for every stream.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -64,6 +65,49 @@ def _take(outgoing: _Outgoing) -> bytes:
     return data
 
 
+class _Incoming:
+    """A request on its way in. gRPC's request iterator keeps the last request it yielded
+    until the next one arrives, and an idle stream's last request is often its biggest: a
+    SotW EDS ACK names every cluster, and its parsed message (a protobuf arena with a
+    thousand names, ~70 KB) stayed alive per stream after every endpoint change. gRPC is
+    handed this holder instead; the stream takes the message out, leaving an empty shell.
+
+    The mTLS guard (``tls.AdsTls``) reads the node of a stream's first request before the
+    stream does: ``HasField`` and ``node`` parse it then (once)."""
+
+    __slots__ = ("_data", "_message", "_parse")
+
+    def __init__(self, parse: Callable[[bytes], Any], data: bytes) -> None:
+        self._parse = parse
+        self._data = data
+        self._message: Any = None
+
+    def _peek(self) -> Any:
+        if self._message is None:
+            self._message = self._parse(self._data)
+            self._data = b""
+        return self._message
+
+    def take(self) -> Any:
+        """The parsed request; the holder keeps nothing of it."""
+        message = self._peek()
+        self._message = None
+        return message
+
+    def HasField(self, name: str) -> bool:  # the protobuf method it stands for
+        return bool(self._peek().HasField(name))
+
+    @property
+    def node(self) -> Any:
+        return self._peek().node
+
+
+async def _taken(requests: AsyncIterator[_Incoming]) -> AsyncIterator[Any]:
+    """Each request taken out of its holder (nothing here holds it once yielded)."""
+    async for incoming in requests:
+        yield incoming.take()
+
+
 StreamFactory = Callable[[str], XdsStream[Any]]
 
 
@@ -117,7 +161,7 @@ class XdsServices:
 
         return grpc.stream_stream_rpc_method_handler(
             self._streamer(make),
-            request_deserializer=request_class.FromString,
+            request_deserializer=functools.partial(_Incoming, request_class.FromString),
             response_serializer=_take,
         )
 
@@ -131,7 +175,7 @@ class XdsServices:
         ) -> AsyncIterator[_Outgoing]:
             stream = make(context.peer())
             try:
-                async for data in stream.run(requests):
+                async for data in stream.run(_taken(requests)):
                     yield _Outgoing(data)
                     del data  # nor keep it here while the stream idles
             except StreamError as error:

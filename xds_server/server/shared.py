@@ -40,9 +40,12 @@ class Selection:
     delta_body: bytes
     versions: Mapping[str, str]
     by_name: Mapping[str, Resource]
+    #: Names asked for that the snapshot does not have, sorted (what a delta stream
+    #: subscribing to them by name reports removed).
+    absent: tuple[str, ...] = ()
 
     @staticmethod
-    def of(resources: Iterable[Resource]) -> Selection:
+    def of(resources: Iterable[Resource], absent: Iterable[str] = ()) -> Selection:
         ordered = tuple(sorted(resources, key=lambda r: r.name))
         return Selection(
             resources=ordered,
@@ -50,6 +53,7 @@ class Selection:
             delta_body=b"".join(r.delta_field for r in ordered),
             versions=MappingProxyType({r.name: r.version for r in ordered}),
             by_name=MappingProxyType({r.name: r for r in ordered}),
+            absent=tuple(sorted(absent)),
         )
 
 
@@ -87,13 +91,16 @@ def full_state(snapshot: Snapshot, type_url: str) -> Selection:
 
 
 def selection(snapshot: Snapshot, type_url: str, names: frozenset[str]) -> Selection:
-    """The named resources of a type that exist, per distinct set of names."""
+    """The named resources of a type that exist (and the names that do not), per distinct
+    set of names."""
     selections = _memo_of(snapshot).selections
     key = (type_url, names)
     found = selections.get(key)
     if found is None:
         present = snapshot.of_type(type_url)
-        found = Selection.of(present[n] for n in names if n in present)
+        found = Selection.of(
+            (present[n] for n in names if n in present), (n for n in names if n not in present)
+        )
         if len(selections) < _MAX_ENTRIES:
             selections[key] = found
     return found
