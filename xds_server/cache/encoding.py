@@ -73,17 +73,19 @@ def delta_resource_field(name: str, version: str, any_bytes: bytes) -> bytes:
 def resource_fields(any_prefix: bytes, name: str, version: str, body: bytes) -> tuple[bytes, bytes]:
     """(``sotw_resource_field``, ``delta_resource_field``) of a resource whose ``Any`` is
     ``any_prefix`` (``any_type_prefix(type_url)``) + ``body``'s length and bytes: the same
-    bytes as those functions give, in a few concatenations (a snapshot build encodes every
-    new resource)."""
+    bytes as those functions give, in a few joins (a snapshot build encodes every new
+    resource: this is most of a cold build after serialising)."""
     any_bytes = b"".join((any_prefix, varint(len(body)), body))
-    sotw = b"".join((_SOTW_RESOURCE_TAG, varint(len(any_bytes)), any_bytes))
+    any_length = varint(len(any_bytes))
+    sotw = b"".join((_SOTW_RESOURCE_TAG, any_length, any_bytes))
+    version_bytes, name_bytes = version.encode(), name.encode()
     inner = b"".join(
         (
-            string_field(1, version),
+            _VERSION_TAG + varint(len(version_bytes)) + version_bytes if version_bytes else b"",
             _DELTA_ANY_TAG,
-            varint(len(any_bytes)),
+            any_length,
             any_bytes,
-            string_field(3, name),
+            _NAME_TAG + varint(len(name_bytes)) + name_bytes if name_bytes else b"",
         )
     )
     delta = b"".join((_DELTA_RESOURCE_TAG, varint(len(inner)), inner))
@@ -97,6 +99,9 @@ def any_type_prefix(type_url: str) -> bytes:
 
 _SOTW_RESOURCE_TAG = varint((_SOTW_RESOURCES << 3) | _LEN)
 _DELTA_ANY_TAG = varint((2 << 3) | _LEN)
+# envoy.service.discovery.v3.Resource: version = 1, name = 3
+_VERSION_TAG = varint((1 << 3) | _LEN)
+_NAME_TAG = varint((3 << 3) | _LEN)
 
 
 # envoy.service.discovery.v3.DeltaDiscoveryResponse

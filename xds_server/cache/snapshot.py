@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Iterable, Mapping
+import operator
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from google.protobuf.message import Message
 
@@ -142,6 +143,11 @@ class Snapshot:
     _since: dict[int, Changes | None] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    #: Per type URL, the sequence of messages it was built from, when built from a mapping
+    #: of such sequences each of one type and unique names (see ``build``).
+    sources: Mapping[str, Sequence[Message]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @staticmethod
     def build(
@@ -157,21 +163,45 @@ class Snapshot:
         the snapshot records what changed since ``previous`` (``changes``), so streams in
         sync with ``previous`` look only at that. Snapshots built with the same ``shared``
         serialise a message they have in common once.
+
+        A mapping of sequences (tuples) is the cheap way after a small change: a type whose
+        sequence is the very one ``previous`` was built from keeps ``previous``'s resources
+        as they are, and one of the same length is compared position by position by
+        identity, so only the messages that are not the very same objects are looked at
+        (translation hands over unchanged ones as they are). The result is the same as
+        from the flat messages in the same order.
         """
+        shared = shared or SharedResources()
+        by_type: Mapping[str, Mapping[str, Resource]]
+        kept: Mapping[str, Mapping[str, Any]]
+        sources: Mapping[str, Sequence[Message]] = {}
+        found = None
         if isinstance(messages, Mapping):
-            messages = (m for group in messages.values() for m in group)
-        by_type, kept, updated = _serialise(messages, previous, shared or SharedResources())
+            chunks = {t: m if isinstance(m, tuple) else tuple(m) for t, m in messages.items()}
+            found = _serialise_sources(chunks, previous, shared)
+            flat: Iterable[Message] = (m for group in chunks.values() for m in group)
+        else:
+            flat = messages
+        if found is None:  # a flat iterable, or not one type per key
+            by_type, kept, updated = _serialise(flat, previous, shared)
+        else:
+            by_type, kept, updated, sources = found
         resources = _frozen(by_type)
         if previous is None:
-            return Snapshot(resources=resources, messages=_frozen(kept))
-        changes = MappingProxyType(_changes_between(previous, by_type, updated))
-        return Snapshot(
+            return Snapshot(resources=resources, messages=_frozen(kept), sources=sources)
+        changes = MappingProxyType(_changes_between(previous, resources, updated))
+        snapshot = Snapshot(
             resources=resources,
             messages=_frozen(kept),
             base_serial=previous.serial,
             changes=changes,
             history=((previous.serial, changes), *previous.history[: _HISTORY - 1]),
+            sources=sources,
         )
+        for type_url, version in previous._versions.items():
+            if resources.get(type_url) is previous.resources.get(type_url):
+                snapshot._versions[type_url] = version  # the very same resources
+        return snapshot
 
     def changes_since(self, serial: int | None) -> Changes | None:
         """What changed since the snapshot ``serial`` (an ancestor, through ``build``'s
@@ -240,13 +270,100 @@ class Snapshot:
 
 
 _ByType = dict[str, dict[str, _V]]
+#: Per type URL: its resources (new, or ``previous``'s very mapping) and messages.
+_Typed = dict[str, Mapping[str, _V]]
+
+
+def _serialise_sources(
+    sources: Mapping[str, tuple[Message, ...]], previous: Snapshot | None, shared: SharedResources
+) -> tuple[_Typed[Resource], _Typed[Any], dict[str, set[str]], dict[str, Sequence[Message]]] | None:
+    """``_serialise`` of a mapping from type URL to that type's messages, reusing what
+    ``previous`` has of sequences it was built from (see ``Snapshot.build``); ``None`` when
+    some message is not of its key's type (the caller then serialises them flat)."""
+    by_type: _Typed[Resource] = {}
+    kept: _Typed[Any] = {}
+    updated: dict[str, set[str]] = {}
+    recorded: dict[str, Sequence[Message]] = {}
+    old_sources = previous.sources if previous is not None else {}
+    for type_url, chunk in sources.items():
+        if not chunk:
+            continue
+        old = old_sources.get(type_url)
+        found = None
+        if old is not None and previous is not None and len(old) == len(chunk):
+            found = _reused(type_url, old, chunk, previous, shared)
+        if found is None:
+            found = _serialise(chunk, previous, shared, only=type_url)
+            if found is None:
+                return None
+        resources, messages, names = found
+        by_type[type_url], kept[type_url] = resources, messages
+        if names:
+            updated[type_url] = names
+        if len(resources) == len(chunk):  # unique names: positions stand for names
+            recorded[type_url] = chunk
+    return by_type, kept, updated, recorded
+
+
+def _reused(
+    type_url: str,
+    old: Sequence[Message],
+    chunk: Sequence[Message],
+    previous: Snapshot,
+    shared: SharedResources,
+) -> tuple[Mapping[str, Resource], Mapping[str, Any], set[str]] | None:
+    """``previous``'s resources of ``type_url`` (built from ``old``) updated where ``chunk``
+    has another message at a position; ``None`` if one of those is of another type or
+    name (positions then no longer stand for the same names)."""
+    differ = list(itertools.compress(range(len(chunk)), map(operator.is_not, old, chunk)))
+    old_resources = previous.resources[type_url]
+    old_messages = previous.messages[type_url]
+    if not differ:
+        return old_resources, old_messages, set()
+    resources, messages = dict(old_resources), dict(old_messages)
+    names: set[str] = set()
+    for index in differ:
+        message, before_message = chunk[index], old[index]
+        name = resource_name(message)
+        if message.DESCRIPTOR is not before_message.DESCRIPTOR or name != resource_name(
+            before_message
+        ):
+            return None
+        before = old_resources[name]
+        resource = _resource(name, message, before_message, before, shared)
+        if resource is not before:
+            names.add(name)
+        resources[name] = resource
+        messages[name] = message
+    return resources, messages, names
+
+
+@overload
+def _serialise(
+    flat: Iterable[Message], previous: Snapshot | None, shared: SharedResources
+) -> tuple[_ByType[Resource], _ByType[Any], dict[str, set[str]]]: ...
+
+
+@overload
+def _serialise(
+    flat: Iterable[Message], previous: Snapshot | None, shared: SharedResources, only: str
+) -> tuple[dict[str, Resource], dict[str, Any], set[str]] | None: ...
 
 
 def _serialise(
-    flat: Iterable[Message], previous: Snapshot | None, shared: SharedResources
-) -> tuple[_ByType[Resource], _ByType[Any], dict[str, set[str]]]:
+    flat: Iterable[Message],
+    previous: Snapshot | None,
+    shared: SharedResources,
+    only: str | None = None,
+) -> (
+    tuple[_ByType[Resource], _ByType[Any], dict[str, set[str]]]
+    | tuple[dict[str, Resource], dict[str, Any], set[str]]
+    | None
+):
     """(resources, messages, names serialised anew) per type URL. A message equal to the one
-    ``previous`` has under its name keeps that one's serialised resource."""
+    ``previous`` has under its name keeps that one's serialised resource. With ``only``,
+    the messages must all be of that type URL (``None`` if one is not), and the result is
+    that type's alone."""
     by_type: _ByType[Resource] = {}
     kept: _ByType[Any] = {}
     updated: dict[str, set[str]] = {}
@@ -264,6 +381,8 @@ def _serialise(
         kind = kinds.get(descriptor)
         if kind is None:
             type_url = type_url_of(descriptor.full_name)
+            if only is not None and type_url != only:
+                return None
             kind = kinds[descriptor] = (
                 type_url,
                 by_type.setdefault(type_url, {}),
@@ -285,6 +404,8 @@ def _serialise(
                 updated.setdefault(type_url, set()).add(name)
         resources[name] = resource
         messages_of_type[name] = message
+    if only is not None:
+        return by_type.get(only, {}), kept.get(only, {}), updated.get(only, set())
     return by_type, kept, updated
 
 
@@ -306,21 +427,30 @@ def _resource(
 
 
 def _changes_between(
-    previous: Snapshot, by_type: _ByType[Resource], updated: dict[str, set[str]]
+    previous: Snapshot,
+    by_type: Mapping[str, Mapping[str, Resource]],
+    updated: dict[str, set[str]],
 ) -> dict[str, TypeChanges]:
     """What differs from ``previous``, per type URL that changed."""
     changes = {}
     for type_url in previous.resources.keys() | by_type.keys():
-        now = by_type.get(type_url, {})
-        removed = frozenset(n for n in previous.of_type(type_url) if n not in now)
+        now = by_type.get(type_url, _EMPTY)
+        before = previous.of_type(type_url)
+        removed = frozenset() if now is before else frozenset(before.keys() - now.keys())
         names = frozenset(updated.get(type_url, ()))
         if names or removed:
             changes[type_url] = TypeChanges(names, removed)
     return changes
 
 
-def _frozen(by_type: _ByType[_V]) -> Mapping[str, Mapping[str, _V]]:
-    return MappingProxyType({t: MappingProxyType(items) for t, items in by_type.items()})
+def _frozen(by_type: Mapping[str, Mapping[str, _V]]) -> Mapping[str, Mapping[str, _V]]:
+    """Read-only views; a mapping reused from a previous snapshot (already one) as it is."""
+    return MappingProxyType(
+        {
+            t: items if isinstance(items, MappingProxyType) else MappingProxyType(items)
+            for t, items in by_type.items()
+        }
+    )
 
 
 EMPTY_SNAPSHOT = Snapshot(resources=MappingProxyType({}))

@@ -1,27 +1,31 @@
 """The data flow: (Inventory, Config) → translate → Snapshot per group → cache.
 
 Sources and the store publish new immutable values here; a single task rebuilds the
-snapshots once a burst of changes has settled, so one Consul flap storm costs one build.
+snapshots one debounce window after a change (``Debouncer``, eager): a burst of changes
+costs one build, and under constant churn builds follow one window after the other, each
+taking what arrived meanwhile, rather than one per ``max_delay``. Translation and builds
+are incremental (``translate``, ``Snapshot.build``), so a build costs O(what changed).
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from xds_server.cache.consistency import InconsistentSnapshot
 from xds_server.cache.snapshot import SharedResources, Snapshot
 from xds_server.cache.snapshot_cache import SnapshotCache
+from xds_server.cache.types import CLUSTER, ENDPOINT, LISTENER, ROUTE, SECRET
 from xds_server.model.config import Config
 from xds_server.model.inventory import Inventory
 from xds_server.model.workload import NO_IDENTITIES, Identities
 from xds_server.runtime.debounce import Debouncer
+from xds_server.runtime.gc_pause import gc_paused
+from xds_server.translate.output import ProxyResources
 
 log = logging.getLogger("xds_server.pipeline")
 #: The gRPC clients' resources among ``_built``'s keys (group names; no group has it).
@@ -47,22 +51,25 @@ class BuildResult:
     error: str | None = None
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection during a build: a build allocates many objects that live
-    on (messages, resources, snapshots), which triggers full collections that walk the whole
-    heap (every stream, every snapshot) again and again, for nothing: what a build allocates
-    is freed by reference counting. The next collection after the build does the rest."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
+def by_type(resources: GroupResources) -> Mapping[str, Iterable[Any]] | Iterable[Any]:
+    """What ``Snapshot.build`` is given: translation's tuples per type URL as they are (the
+    cheap path after a small change: see ``Snapshot.build``), else the flat messages."""
+    if isinstance(resources, ProxyResources):
+        return {
+            CLUSTER: resources.clusters,
+            ENDPOINT: resources.endpoints,
+            LISTENER: resources.listeners,
+            ROUTE: resources.routes,
+            SECRET: resources.secrets,
+        }
+    return resources.messages()
 
 
-def _build(messages: Iterable[Any], previous: Snapshot, shared: SharedResources) -> Snapshot:
+def _build(
+    messages: Mapping[str, Iterable[Any]] | Iterable[Any],
+    previous: Snapshot,
+    shared: SharedResources,
+) -> Snapshot:
     """A snapshot of ``messages``; ``previous`` itself when nothing changed, so the streams
     of a group whose resources did not change are not even woken."""
     snapshot = Snapshot.build(messages, previous=previous, shared=shared)
@@ -86,7 +93,7 @@ class SnapshotPipeline:
         self.inventory = inventory
         self.config = config
         self.identities = identities
-        self._debouncer = Debouncer(debounce, max_delay)
+        self._debouncer = Debouncer(debounce, max_delay, eager=True)
         self._on_build = on_build
         #: Per group, the resources of the last build and the snapshot built of them:
         #: translation hands over an unchanged group's resources as the very same object
@@ -116,10 +123,37 @@ class SnapshotPipeline:
         if not self.inventory.synced:
             return None
         started = time.perf_counter()
+        translation = self._translate_paused(self.inventory, self.config, self.identities)
+        return self._publish(translation, started)
+
+    async def build_in_worker(self) -> BuildResult | None:
+        """``build_now``, with the translation in a worker thread.
+
+        Translation is pure and takes its inputs as they are now; at thousands of routes it
+        takes hundreds of milliseconds, which on the event loop would stall every ADS stream
+        and the admin API for as long (the loop-lag figures of docs/performance.md). In a
+        thread, the interpreter hands the loop its turn every few milliseconds. The snapshot
+        build and the publication stay on the loop: the cache and its watches are the
+        loop's alone. Changes that arrive meanwhile poke the debouncer for the next build.
+        """
+        if not self.inventory.synced:
+            return None
+        started = time.perf_counter()
+        inputs = (self.inventory, self.config, self.identities)
+        translation = await asyncio.to_thread(self._translate_paused, *inputs)
+        return self._publish(translation, started)
+
+    def _translate_paused(
+        self, inventory: Inventory, config: Config, identities: Identities
+    ) -> Translation:
+        with gc_paused():
+            return self._translate(inventory, config, identities)
+
+    def _publish(self, translation: Translation, started: float) -> BuildResult:
         error: str | None = None
         try:
-            with _gc_paused():
-                self._build_all()
+            with gc_paused():
+                self._build_all(translation)
         except InconsistentSnapshot as problem:
             error = f"inconsistent snapshot, keeping the previous one: {problem}"
             log.error(error)
@@ -128,8 +162,7 @@ class SnapshotPipeline:
             self._on_build(result)
         return result
 
-    def _build_all(self) -> None:
-        translation = self._translate(self.inventory, self.config, self.identities)
+    def _build_all(self, translation: Translation) -> None:
         state = self.cache.state
         built: dict[str | None, tuple[GroupResources, Snapshot]] = {}
         shared = SharedResources()  # what groups have in common is serialised once
@@ -162,7 +195,7 @@ class SnapshotPipeline:
         if last is not None and last[0] is resources and last[1] is previous:
             snapshot = previous
         else:
-            snapshot = _build(resources.messages(), previous, shared)
+            snapshot = _build(by_type(resources), previous, shared)
         built[key] = (resources, snapshot)
         return snapshot
 
@@ -171,7 +204,7 @@ class SnapshotPipeline:
         while True:
             await self._debouncer.wait()
             try:
-                self.build_now()
+                await self.build_in_worker()
             except asyncio.CancelledError:
                 raise
             except Exception:

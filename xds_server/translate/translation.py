@@ -23,7 +23,10 @@ until the group's identity is issued, the service gets no instances (fail closed
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 
 from google.protobuf.message import Message
@@ -34,6 +37,7 @@ from xds_server.model.inventory import Inventory, Service
 from xds_server.model.listener import ListenerProtocol
 from xds_server.model.mesh_checks import edge_callers
 from xds_server.model.route import RouteSpec
+from xds_server.model.service_policy import ServicePolicySpec
 from xds_server.model.tls import DownstreamTls, UpstreamTls
 from xds_server.model.workload import NO_IDENTITIES, Identities
 from xds_server.translate.auth import jwks_cluster, jwks_tls
@@ -48,13 +52,15 @@ from xds_server.translate.mesh.identities import identity_secret, trust_bundle_s
 from xds_server.translate.mesh.merge import merged
 from xds_server.translate.mesh.outbound import upstream_assignment, upstream_cluster
 from xds_server.translate.output import ProxyResources, Translation, resource_name
-from xds_server.translate.proxyless import grpc_resources
+from xds_server.translate.proxyless.resources import clear_caches as clear_grpc_plans
+from xds_server.translate.proxyless.resources import grpc_plan, targets
 from xds_server.translate.routes import (
     EnvoyRoute,
     envoy_routes,
     https_redirect_configuration,
     route_configuration,
 )
+from xds_server.translate.slots import Maker, Slots, changed_services, constant
 from xds_server.translate.streams import stream_listener, stream_routes
 from xds_server.translate.subsets import (
     empty_subset_assignment,
@@ -80,8 +86,7 @@ _UNUSABLE = "unusable"
 class _Translator:
     """Per-translation memo: each listener's resources are built once and shared by groups."""
 
-    def __init__(self, inventory: Inventory, config: Config, identities: Identities) -> None:
-        self._inventory = inventory
+    def __init__(self, config: Config, identities: Identities) -> None:
         self._config = config
         self._identities = identities
         self._callers = edge_callers(config)
@@ -162,10 +167,10 @@ class _Translator:
 
     def _mesh_upstream(
         self, group: str, service: str
-    ) -> tuple[Message, Message, tuple[Message, ...]] | None:
-        """``group``'s cluster for mesh service ``service`` (named ``service``), its
-        assignment (the sidecars) and the secrets it uses; ``None`` while the group has no
-        identity or the mesh no trust bundle."""
+    ) -> tuple[Message, Maker, tuple[Message, ...]] | None:
+        """``group``'s cluster for mesh service ``service`` (named ``service``), the maker
+        of its assignment (the sidecars) and the secrets it uses; ``None`` while the group
+        has no identity or the mesh no trust bundle."""
         identity = self._identities.get(group)
         mesh = self._config.mesh_spec
         if identity is None or mesh is None or not self._identities.trust_bundle:
@@ -174,7 +179,7 @@ class _Translator:
         policy = self._config.service_policy(service)
         return (
             upstream_cluster(group, service, protocol, policy, mesh.trust_domain, service),
-            upstream_assignment(self._inventory.get(service), service, edge=True),
+            functools.partial(_mesh_assignment, service),
             (identity_secret(identity), trust_bundle_secret(self._identities.trust_bundle)),
         )
 
@@ -266,12 +271,10 @@ class _Translator:
             clusters.append(metrics_cluster(listener_name, spec.metrics))
         return clusters, certificates
 
-    def resources(
-        self, listener_names: tuple[str, ...], group: str | None = None
-    ) -> ProxyResources:
+    def plan(self, listener_names: tuple[str, ...], group: str | None = None) -> _Plan:
         """The edge resources of ``listener_names``, for the Envoys of ``group`` (``None``:
-        a group no listener names)."""
-        config, inventory = self._config, self._inventory
+        a group no listener names), but for the endpoints: the slots that make them."""
+        config = self._config
         mesh_services = self._callers.get(group, frozenset()) if group is not None else ()
         mesh_secrets: dict[str, Message] = {}
         certificates: set[str] = set()
@@ -302,28 +305,28 @@ class _Translator:
             listeners.append(listener(name, config.listeners[name].spec, downstream, edge))
             served.append(name)
         clusters: list[Message] = []
-        endpoints: list[Message] = []
+        endpoints: list[tuple[str, Maker]] = []
         for name in sorted({*self._services(served), *stream_services}):
             policy = implied_policy(name, config.service_policy(name), self._grpc)
             if group is not None and name in mesh_services:
                 found = self._mesh_upstream(group, name)
                 if found is not None:
                     clusters.append(found[0])
-                    endpoints.append(found[1])
+                    endpoints.append((name, found[1]))
                     mesh_secrets.update((resource_name(m), m) for m in found[2])
                 else:
                     clusters.append(cluster(name, policy))
-                    endpoints.append(empty_load_assignment(name))
+                    endpoints.append((name, constant(empty_load_assignment(name))))
                 continue
             upstream = self._upstream(name)
             if isinstance(upstream, str):
                 clusters.append(cluster(name, policy))
-                endpoints.append(empty_load_assignment(name))
+                endpoints.append((name, constant(empty_load_assignment(name))))
                 continue
             if upstream is not None:
                 certificates.update(upstream_certificates(upstream))
             clusters.append(cluster(name, policy, upstream))
-            endpoints.append(load_assignment(inventory.get(name) or Service(name)))
+            endpoints.append((name, functools.partial(_service_assignment, name)))
         for name, subset in self._subset_targets(served):
             # A subset goes as its service does; failing closed (mesh, unusable TLS): 503.
             policy, upstream = config.service_policy(name), self._upstream(name)
@@ -331,24 +334,166 @@ class _Translator:
             subset_name = subset_cluster_name(name, subset)
             if policy is None or isinstance(upstream, str) or name in mesh_services:
                 clusters.append(cluster(name, settings, None, subset_name))
-                endpoints.append(empty_subset_assignment(name, subset))
+                endpoints.append((name, constant(empty_subset_assignment(name, subset))))
                 continue
             clusters.append(cluster(name, settings, upstream, subset_name))
-            service = inventory.get(name) or Service(name)
-            endpoints.append(subset_assignment(service, policy, subset))
+            endpoints.append((name, functools.partial(_subset_assignment, name, policy, subset)))
         clusters_by_name.update((getattr(c, "name"), c) for c in clusters)  # noqa: B009
         secrets = tuple(
             secret(name, config.certificates[name].spec) for name in sorted(certificates)
         )
         if mesh_secrets:
             secrets = tuple(sorted((*secrets, *mesh_secrets.values()), key=resource_name))
-        return ProxyResources(
+        skeleton = ProxyResources(
             clusters=tuple(clusters_by_name[name] for name in sorted(clusters_by_name)),
-            endpoints=tuple(endpoints),
             listeners=tuple(listeners),
             routes=tuple(self._route_configuration(name) for name in served),
             secrets=secrets,
         )
+        return _Plan(skeleton, Slots.of(endpoints))
+
+
+def _service_assignment(name: str, service: Service | None) -> Message:
+    return load_assignment(service or Service(name))
+
+
+def _subset_assignment(
+    name: str, policy: ServicePolicySpec, subset: str, service: Service | None
+) -> Message:
+    return subset_assignment(service or Service(name), policy, subset)
+
+
+def _mesh_assignment(name: str, service: Service | None) -> Message:
+    return upstream_assignment(service, name, edge=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A group's edge resources without their endpoints (made of the config and the
+    identities alone), and the slots that make the endpoints of an inventory."""
+
+    skeleton: ProxyResources
+    slots: Slots
+
+    def resources(
+        self, inventory: Inventory, last: ProxyResources | None, changed: frozenset[str] | None
+    ) -> ProxyResources:
+        """The group's resources for ``inventory``; ``last`` (if not ``None``) was this
+        plan's for an inventory that differs in the services ``changed`` only (``None``:
+        unknown). ``last`` itself when none of its endpoints read a changed service."""
+        if last is None or changed is None:
+            return dataclasses.replace(self.skeleton, endpoints=self.slots.fill(inventory))
+        endpoints = self.slots.refill(last.endpoints, inventory, changed)
+        if endpoints is last.endpoints:
+            return last
+        return dataclasses.replace(last, endpoints=endpoints)
+
+
+class _Plans:
+    """Per ``(config, identities)``: the translator and each group's plan, made once (a
+    group's plan on first use)."""
+
+    def __init__(self, config: Config, identities: Identities) -> None:
+        self.config = config
+        self.identities = identities
+        self._translator = _Translator(config, identities)
+        self._default_listeners = listeners_of(config, None)
+        self.default = self._translator.plan(self._default_listeners)
+        self.named = named_groups(config)
+        self._groups: dict[str, _Plan | None] = {}
+
+    def for_group(self, group: str) -> _Plan | None:
+        """``group``'s plan; ``None`` when it gets the default group's resources."""
+        if group in self._groups:
+            return self._groups[group]
+        names = listeners_of(self.config, group)
+        found = None
+        if names != self._default_listeners or self._translator.calls_mesh(group):
+            found = self._translator.plan(names, group)
+        self._groups[group] = found
+        return found
+
+
+#: The gRPC clients' resources: their skeleton and slots (``proxyless.grpc_plan``) and the
+#: resources filled from them.
+_Grpc = tuple[ProxyResources, Slots, ProxyResources]
+
+
+@dataclass(frozen=True, slots=True)
+class _Last:
+    """What the last translation with some ``_Plans`` made, for the next one to start from."""
+
+    inventory: Inventory
+    #: Per group with a plan of its own (``None``: the default group), its edge resources.
+    edges: Mapping[str | None, ProxyResources]
+    grpc: _Grpc
+    translation: Translation
+
+
+class _Memo:
+    """The last translation per ``(config, identities)`` (a few: the dry-run preview
+    translates other configs in between), by identity: the store hands over an unchanged
+    config as the very same object. Each entry holds its keys, so their ids stay theirs.
+    An entry is replaced in one assignment, so concurrent translations see it whole."""
+
+    def __init__(self, limit: int = 4) -> None:
+        self._limit = limit
+        self._entries: dict[tuple[int, int], tuple[_Plans, _Last | None]] = {}
+
+    def get(self, config: Config, identities: Identities) -> tuple[_Plans, _Last | None]:
+        key = (id(config), id(identities))
+        hit = self._entries.get(key)
+        if hit is not None and hit[0].config is config and hit[0].identities is identities:
+            return hit
+        return _Plans(config, identities), None
+
+    def put(self, plans: _Plans, last: _Last) -> None:
+        key = (id(plans.config), id(plans.identities))
+        entries = self._entries
+        entries.pop(key, None)
+        while len(entries) >= self._limit:
+            entries.pop(next(iter(entries)))
+        entries[key] = (plans, last)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+_MEMO = _Memo()
+
+
+def clear_caches() -> None:
+    """Forget the last translations (tests and the cold benchmark start from nothing)."""
+    _MEMO.clear()
+    clear_grpc_plans()
+
+
+def _same_targets(before: Inventory, after: Inventory, changed: frozenset[str]) -> bool:
+    """Whether the changed services are in both inventories with the same gRPC targets
+    (then the gRPC clients' listeners, routes and clusters stay as they are)."""
+    for name in changed:
+        old, new = before.services.get(name), after.services.get(name)
+        if old is None or new is None or targets(old) != targets(new):
+            return False
+    return True
+
+
+def _grpc(
+    inventory: Inventory, config: Config, last: _Last | None, changed: frozenset[str] | None
+) -> _Grpc:
+    """The gRPC clients' resources, refilled from ``last``'s while only endpoints changed."""
+    if (
+        last is not None
+        and changed is not None
+        and _same_targets(last.inventory, inventory, changed)
+    ):
+        skeleton, slots, before = last.grpc
+        endpoints = slots.refill(before.endpoints, inventory, changed)
+        if endpoints is not before.endpoints:
+            before = dataclasses.replace(before, endpoints=endpoints)
+        return skeleton, slots, before
+    skeleton, slots = grpc_plan(inventory, config)
+    return skeleton, slots, dataclasses.replace(skeleton, endpoints=slots.fill(inventory))
 
 
 def translate(
@@ -356,19 +501,31 @@ def translate(
 ) -> Translation:
     """Envoy resources for every proxy group (see ``Translation``); ``identities`` are the
     mesh CA's certificates (see ``mesh``: a group that fronts a mesh service also gets its
-    sidecar resources)."""
-    translator = _Translator(inventory, config, identities)
-    default_listeners = listeners_of(config, None)
-    default = translator.resources(default_listeners)
+    sidecar resources).
+
+    Incremental: the last translation with the same ``config`` and ``identities`` (the
+    very same objects) is the starting point, and only the endpoints that read a service
+    added, removed or replaced since its inventory are made again; everything else is
+    handed over as the very same objects (a group none of whose endpoints changed: its
+    very ``ProxyResources``). The result equals a translation from nothing."""
+    plans, last = _MEMO.get(config, identities)
+    if last is not None and last.inventory is inventory:
+        return last.translation
+    changed = changed_services(last.inventory, inventory) if last is not None else None
+    before: Mapping[str | None, ProxyResources] = last.edges if last is not None else {}
+    edges: dict[str | None, ProxyResources] = {}
+    default = edges[None] = plans.default.resources(inventory, before.get(None), changed)
     mesh = mesh_resources(inventory, config, identities)
     groups: dict[str, ProxyResources] = {}
-    for group in sorted({*named_groups(config), *mesh}):
-        names = listeners_of(config, group)
-        if names == default_listeners and not translator.calls_mesh(group):
+    for group in sorted({*plans.named, *mesh}):
+        plan = plans.for_group(group)
+        if plan is None:
             edge = default
         else:
-            edge = translator.resources(names, group)
+            edge = edges[group] = plan.resources(inventory, before.get(group), changed)
         sidecar = mesh.get(group)
         groups[group] = edge if sidecar is None else merged(group, edge, sidecar)
-    groups_view: Mapping[str, ProxyResources] = MappingProxyType(groups)
-    return Translation(default=default, groups=groups_view, grpc=grpc_resources(inventory, config))
+    grpc = _grpc(inventory, config, last, changed)
+    translation = Translation(default=default, groups=MappingProxyType(groups), grpc=grpc[2])
+    _MEMO.put(plans, _Last(inventory, MappingProxyType(edges), grpc, translation))
+    return translation
