@@ -8,6 +8,11 @@ slip in between; that is logged.)
 
 A write is refused for the errors it *introduces*: an error the config already had (a
 document stored by an older version that no longer parses) does not block unrelated writes.
+
+Checking a state (parsing what changed, validating the whole config: about 100 ms at 5,000
+routes) runs in a worker thread, so the event loop that also serves ADS streams stays free
+meanwhile; the checker and its parser are safe to call from a thread (they only ever
+publish finished results), and the write lock still serialises writes.
 """
 
 from __future__ import annotations
@@ -15,12 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from xds_server.admin.checker import CheckedState, ConfigChecker
 from xds_server.admin.context import Preview
 from xds_server.model import Problem
+from xds_server.runtime.gc_pause import gc_paused
 from xds_server.store import Change, CommitResult, ConfigStore
 
 log = logging.getLogger("xds_server.admin")
@@ -47,12 +53,18 @@ class WriteOutcome:
     result: CommitResult
     #: What would change in Envoy; dry runs only.
     preview: dict[str, Any] | None = None
+    _outcomes: dict[tuple[str, str], Outcome] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        # An apply asks for every document's outcome: one look-up each, not a scan.
+        outcomes = self._outcomes
+        for entry in self.result.changed:
+            outcomes.setdefault((entry.kind, entry.name), _OUTCOME_OF[entry.operation])
 
     def outcome_of(self, kind: str, name: str) -> Outcome:
-        for entry in self.result.changed:
-            if entry.kind == kind and entry.name == name:
-                return _OUTCOME_OF[entry.operation]
-        return "unchanged"
+        return self._outcomes.get((kind, name), "unchanged")
 
 
 class ConfigWriter:
@@ -82,11 +94,13 @@ class ConfigWriter:
         self, run: Callable[[bool], Awaitable[CommitResult]], dry_run: bool
     ) -> WriteOutcome:
         async with self._lock:
-            before = self._checker.check(self._store.current())
+            with gc_paused():
+                before = await asyncio.to_thread(self._checker.check, self._store.current())
             planned = await run(True)
             after = before
             if planned.changed:
-                after = self._checker.check(planned.state)
+                with gc_paused():
+                    after = await asyncio.to_thread(self._checker.check, planned.state)
                 introduced = after.report.introduced_since(before.report)
                 if introduced.errors:
                     raise ValidationFailed(introduced.errors)
@@ -103,7 +117,8 @@ class ConfigWriter:
                     planned.revision,
                     result.revision,
                 )
-                return WriteOutcome(False, before, self._checker.check(result.state), result)
+                checked = await asyncio.to_thread(self._checker.check, result.state)
+                return WriteOutcome(False, before, checked, result)
             return WriteOutcome(False, before, self._checker.adopt(result.state, after), result)
 
     def _run_preview(self, before: CheckedState, after: CheckedState) -> dict[str, Any]:

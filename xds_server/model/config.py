@@ -58,6 +58,24 @@ def _frozen(entries: Mapping[str, Entry[S]]) -> Mapping[str, Entry[S]]:
     return MappingProxyType(dict(sorted(entries.items())))
 
 
+def _replaced(
+    entries: Mapping[str, Entry[Any]], name: str, entry: Entry[Any] | None
+) -> Mapping[str, Entry[Any]]:
+    """``entries`` with ``name`` set to ``entry`` (``None``: removed), still sorted by name.
+
+    Replacing or removing keeps the order as it is; only a new name needs a sort.
+    """
+    copy = dict(entries)
+    if entry is None:
+        copy.pop(name, None)
+        return MappingProxyType(copy)
+    if name in copy:
+        copy[name] = entry
+        return MappingProxyType(copy)
+    copy[name] = entry
+    return _frozen(copy)
+
+
 def _empty() -> Mapping[str, Any]:
     return MappingProxyType({})
 
@@ -110,18 +128,20 @@ class Config:
         An existing document keeps its ``created_revision`` unless one is given.
         """
         kind = Kind(document.kind)
-        entries = dict(self._entries(kind))
+        entries = self._entries(kind)
         previous = entries.get(document.name)
         if created_revision is None:
             created_revision = previous.created_revision if previous is not None else 0
-        entries[document.name] = Entry(document.name, document.spec, created_revision)
-        return replace(self, **{kind_info(kind).config_field: _frozen(entries)})
+        entry: Entry[Any] = Entry(document.name, document.spec, created_revision)
+        changed = _replaced(entries, document.name, entry)
+        return replace(self, **{kind_info(kind).config_field: changed})
 
     def without_document(self, kind: Kind | str, name: str) -> Config:
         kind = Kind(kind)
-        entries = dict(self._entries(kind))
-        entries.pop(name, None)
-        return replace(self, **{kind_info(kind).config_field: _frozen(entries)})
+        entries = self._entries(kind)
+        if name not in entries:
+            return self
+        return replace(self, **{kind_info(kind).config_field: _replaced(entries, name, None)})
 
     def documents(self) -> Iterator[tuple[AnyDocument, int]]:
         """Every document with its ``created_revision``, by kind then name."""

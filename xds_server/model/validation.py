@@ -4,6 +4,11 @@ Errors make a config unacceptable: Envoy would reject it or it points at nothing
 are accepted but worth telling the operator (a backend with no instances answers 503).
 Inventory-based warnings are skipped until the inventory has synced, when "no instances"
 would mean "not read yet".
+
+A write re-checks what it changed only: the per-route checks are memoised by the identity of
+each route's entry and of every other kind's documents and the inventory
+(``validation_memo``), and duplicate matches come from an index updated with the changed
+routes (``validation_matches``). The report is the same as a check of everything afresh.
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ from xds_server.model.pki import (
     expiry_findings,
 )
 from xds_server.model.problems import Problem
-from xds_server.model.route import Match, RetryRef, RouteSpec
-from xds_server.model.validation_grpc import grpc_warnings
+from xds_server.model.route import RetryRef
+from xds_server.model.validation_grpc import grpc_policy_warnings, grpc_route_warnings
+from xds_server.model.validation_matches import DuplicateMatches
+from xds_server.model.validation_memo import RouteChecks
 from xds_server.model.validation_mesh_routes import mesh_route_warnings
 from xds_server.model.validation_streams import stream_errors, stream_warnings
 from xds_server.model.validation_subsets import subset_errors, subset_warnings
@@ -82,30 +89,60 @@ def validate_config(
     needs neither).
     """
     report = ValidationReport()
-    report.errors.extend(_route_references(config))
+    route_errors, route_warnings = _route_checks(config, inventory)
+    report.errors.extend(route_errors)
     report.errors.extend(_overlapping_listeners(config))
     report.errors.extend(_tls_references(config))
     report.errors.extend(_edge_references(config))
     report.errors.extend(mesh_errors(config, now))
-    report.errors.extend(subset_errors(config))
     report.errors.extend(stream_errors(config))
     for entry in config.certificates.values():
         _check_certificate(entry.name, entry.spec, now, read_file, report)
+    report.warnings.extend(route_warnings)
     if inventory.synced:
-        report.warnings.extend(_services_without_instances(config, inventory))
         report.warnings.extend(_policies_without_service(config, inventory))
         report.warnings.extend(mesh_registry_warnings(config, inventory))
-        report.warnings.extend(subset_warnings(config, inventory))
-    report.warnings.extend(_duplicate_matches(config))
+    report.warnings.extend(_duplicate_matches(config.routes))
     report.warnings.extend(_tls_warnings(config))
     report.warnings.extend(_edge_warnings(config))
-    report.warnings.extend(mesh_route_warnings(config))
     report.warnings.extend(mesh_warnings(config))
     report.warnings.extend(stream_warnings(config, inventory))
-    report.warnings.extend(grpc_warnings(config, inventory))
+    report.warnings.extend(grpc_policy_warnings(config, inventory))
     report.errors.sort()
     report.warnings.sort()
     return report
+
+
+def _each_route_errors(config: Config, inventory: Inventory) -> Iterator[Problem]:
+    """The errors found on one route at a time (reading no other route)."""
+    yield from _route_references(config)
+    yield from _route_rule_references(config)
+    yield from subset_errors(config)
+
+
+def _each_route_warnings(config: Config, inventory: Inventory) -> Iterator[Problem]:
+    """The warnings found on one route at a time (reading no other route)."""
+    if inventory.synced:
+        yield from _services_without_instances(config, inventory)
+        yield from subset_warnings(config, inventory)
+    redirecting = {name for name, e in config.listeners.items() if e.spec.https_redirect}
+    yield from _routes_unused_on(config, redirecting, "redirects every request to https")
+    metrics = {name for name, e in config.listeners.items() if e.spec.metrics is not None}
+    yield from _routes_unused_on(config, metrics, "serves Envoy's metrics only")
+    yield from mesh_route_warnings(config)
+    yield from grpc_route_warnings(config, inventory)
+
+
+#: Only the routes a write changed are checked again (``validation_memo``).
+_route_checks = RouteChecks(_each_route_errors, _each_route_warnings)
+#: An index of every route's matches, updated with the routes a write changed.
+_duplicate_matches = DuplicateMatches()
+
+
+def clear_memos() -> None:
+    """Forget what the memos hold (tests: the next validation checks everything afresh)."""
+    _route_checks.clear()
+    _duplicate_matches.clear()
 
 
 def _route_references(config: Config) -> Iterator[Problem]:
@@ -210,64 +247,6 @@ def _shared_groups(a: ListenerSpec, b: ListenerSpec) -> str:
     return "proxy group(s) " + ", ".join(shared)
 
 
-def match_signature(match: Match) -> tuple[object, ...]:
-    """What a match selects, independent of how it is written (order of headers, trailing /)."""
-    path = match.route_path
-    if path is None or path.prefix is not None:
-        prefix = path.prefix if path is not None and path.prefix is not None else "/"
-        path_key: tuple[str, str] = ("prefix", prefix.rstrip("/") or "/")
-    elif path.exact is not None:
-        path_key = ("exact", path.exact)
-    else:
-        path_key = ("regex", path.regex or "")
-    headers = sorted(
-        (h.name.lower(), repr((h.exact, h.prefix, h.regex, h.present)), h.invert)
-        for h in match.headers
-    )
-    queries = sorted((q.name, repr((q.exact, q.regex, q.present))) for q in match.query_params)
-    return (path_key, match.method, repr(headers), repr(queries))
-
-
-MatchKey = tuple[int, int, tuple[object, ...]]
-
-
-def _route_match_keys(spec: RouteSpec) -> tuple[MatchKey, ...]:
-    """(rule index, match index, signature) of every match of a route, in order."""
-    return tuple(
-        (rule_index, match_index, match_signature(match))
-        for rule_index, rule in enumerate(spec.rules)
-        for match_index, match in enumerate(rule.matches)
-    )
-
-
-#: By ``RouteSpec`` object: a write re-computes the signatures of the routes it changed only.
-_match_keys: IdentityMemo[RouteSpec, tuple[MatchKey, ...]] = IdentityMemo(_route_match_keys)
-
-
-def _duplicate_matches(config: Config) -> Iterator[Problem]:
-    """Warn when a later rule can never be chosen because an earlier one matches the same."""
-    ordered: list[Entry[RouteSpec]] = sorted(
-        config.routes.values(), key=lambda e: (e.created_revision, e.name)
-    )
-    first_seen: dict[tuple[object, ...], str] = {}
-    for entry in ordered:
-        spec = entry.spec
-        for rule_index, match_index, signature in _match_keys(spec):
-            where = f"route {entry.name!r} rules[{rule_index}]"
-            for listener in spec.listeners:
-                for hostname in spec.hostnames:
-                    key = (listener, hostname, *signature)
-                    seen = first_seen.setdefault(key, where)
-                    if seen != where:
-                        yield Problem(
-                            Kind.ROUTE.value,
-                            entry.name,
-                            f"spec.rules[{rule_index}].matches[{match_index}]",
-                            f"{seen} already has this match for {hostname!r} on "
-                            f"listener {listener!r}; this one is never used",
-                        )
-
-
 def _certificate_problem(config: Config, name: str, form: CertificateForm, what: str) -> str | None:
     """Why certificate ``name`` cannot serve as ``form`` (``None`` if it can)."""
     entry = config.certificates.get(name)
@@ -353,8 +332,6 @@ def _routes_unused_on(config: Config, listeners: set[str], why: str) -> Iterator
 
 
 def _tls_warnings(config: Config) -> Iterator[Problem]:
-    redirecting = {name for name, e in config.listeners.items() if e.spec.https_redirect}
-    yield from _routes_unused_on(config, redirecting, "redirects every request to https")
     for name, policy in config.tls_policies.items():
         upstream = policy.spec.upstream
         if upstream is not None and upstream.ca is None:
@@ -500,7 +477,6 @@ def _listener_policies(
 def _edge_references(config: Config) -> Iterator[Problem]:
     yield from _listener_policies(config, Kind.AUTH_POLICY, config.auth_policies)
     yield from _listener_policies(config, Kind.RATE_LIMIT_POLICY, config.rate_limit_policies)
-    yield from _route_rule_references(config)
     for name, policy in config.auth_policies.items():
         for index, provider in enumerate(policy.spec.providers):
             ca = provider.jwks.ca
@@ -556,8 +532,6 @@ def _route_rule_references(config: Config) -> Iterator[Problem]:
 
 
 def _edge_warnings(config: Config) -> Iterator[Problem]:
-    metrics = {name for name, e in config.listeners.items() if e.spec.metrics is not None}
-    yield from _routes_unused_on(config, metrics, "serves Envoy's metrics only")
     for name, policy in config.auth_policies.items():
         for index, provider in enumerate(policy.spec.providers):
             if provider.jwks.https and provider.jwks.ca is None:

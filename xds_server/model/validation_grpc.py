@@ -48,9 +48,16 @@ _GRPC_POLICIES: Final = frozenset({LbPolicy.ROUND_ROBIN, LbPolicy.RING_HASH})
 
 
 def grpc_warnings(config: Config, inventory: Inventory) -> Iterator[Problem]:
+    yield from grpc_route_warnings(config, inventory)
+    yield from grpc_policy_warnings(config, inventory)
+
+
+def grpc_route_warnings(config: Config, inventory: Inventory) -> Iterator[Problem]:
+    """The warnings on routes: each about one route, reading no other route (validation
+    memoises them per route)."""
     if not inventory.synced:
         return
-    targets = set(inventory.services)
+    targets = inventory.services
     retry_policies = {name: entry.spec for name, entry in config.retry_policies.items()}
     for name, entry in config.routes.items():
         named = sorted({h for h in entry.spec.hostnames if h in targets})
@@ -62,6 +69,13 @@ def grpc_warnings(config: Config, inventory: Inventory) -> Iterator[Problem]:
                 yield Problem(
                     Kind.ROUTE.value, name, f"spec.rules[{index}].{where}", f"{reason} {target}"
                 )
+
+
+def grpc_policy_warnings(config: Config, inventory: Inventory) -> Iterator[Problem]:
+    """The warnings on the service policies of gRPC targets."""
+    if not inventory.synced:
+        return
+    targets = inventory.services
     for name, policy_entry in config.service_policies.items():
         if name not in targets:
             continue

@@ -85,21 +85,26 @@ class ConfigState:
 
     revision: int
     documents: Mapping[DocKey, Document]
-    _by_kind: Mapping[str, tuple[Document, ...]] = field(
-        init=False, repr=False, compare=False, default_factory=dict
+    #: Documents by kind, oldest first: sorted on first use, not per state (a commit's dry
+    #: run and the commit each make a state, and most states are never listed by kind).
+    _by_kind: Mapping[str, tuple[Document, ...]] | None = field(
+        init=False, repr=False, compare=False, default=None
     )
 
     def __post_init__(self) -> None:
-        docs = MappingProxyType(dict(self.documents))
-        grouped: dict[str, list[Document]] = {}
-        for doc in docs.values():
-            grouped.setdefault(doc.kind, []).append(doc)
-        object.__setattr__(self, "documents", docs)
-        object.__setattr__(
-            self,
-            "_by_kind",
-            MappingProxyType({k: tuple(sorted(v, key=_by_age)) for k, v in grouped.items()}),
-        )
+        object.__setattr__(self, "documents", MappingProxyType(dict(self.documents)))
+
+    def _grouped(self) -> Mapping[str, tuple[Document, ...]]:
+        by_kind = self._by_kind
+        if by_kind is None:
+            grouped: dict[str, list[Document]] = {}
+            for doc in self.documents.values():
+                grouped.setdefault(doc.kind, []).append(doc)
+            by_kind = MappingProxyType(
+                {k: tuple(sorted(v, key=_by_age)) for k, v in grouped.items()}
+            )
+            object.__setattr__(self, "_by_kind", by_kind)  # the same value in any thread
+        return by_kind
 
     @staticmethod
     def empty() -> ConfigState:
@@ -110,10 +115,10 @@ class ConfigState:
 
     def of_kind(self, kind: str) -> tuple[Document, ...]:
         """Documents of one kind, oldest first (by ``created_revision``, then name)."""
-        return self._by_kind.get(kind, ())
+        return self._grouped().get(kind, ())
 
     def kinds(self) -> frozenset[str]:
-        return frozenset(self._by_kind)
+        return frozenset(self._grouped())
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,17 +11,19 @@ covers ``a.example.com`` and ``*.b.example.com``. Otherwise a request for
 
 from __future__ import annotations
 
+from functools import lru_cache
 
-def covering(host: str) -> list[str]:
+
+@lru_cache(maxsize=16384)
+def covering(host: str) -> tuple[str, ...]:
     """Every route hostname that covers ``host``, most specific first: ``host`` itself, then
-    the ``*.suffix`` wildcards from the longest suffix down, then ``*``."""
+    the ``*.suffix`` wildcards from the longest suffix down, then ``*``. (Cached: every
+    translation asks it for every virtual host.)"""
     if host == "*":
-        return ["*"]
+        return ("*",)
     labels = host.split(".")
-    result = [host]
-    result.extend("*." + ".".join(labels[index:]) for index in range(1, len(labels)))
-    result.append("*")
-    return result
+    wildcards = ("*." + ".".join(labels[index:]) for index in range(1, len(labels)))
+    return (host, *wildcards, "*")
 
 
 def covers(route_hostname: str, host: str) -> bool:

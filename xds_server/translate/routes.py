@@ -55,59 +55,65 @@ def envoy_routes(
 ) -> tuple[EnvoyRoute, ...]:
     """Every Envoy route of one ``Route`` document, in document order.
 
-    Cached on the document and the policies it uses, so an unchanged route costs a hash.
+    Cached on the document and the policies it uses, so an unchanged route costs a few
+    lookups: first by the identity of the entry and of each policy it names, then (a new
+    entry of an unchanged document) by their equality.
     """
-    spec = entry.spec
-    retries = tuple(
-        sorted(
-            (rule.retry.policy, retry_policies.get(rule.retry.policy))
-            for rule in spec.rules
-            if isinstance(rule.retry, RetryRef)
-        )
-    )
-    services = tuple(
-        sorted(
-            (backend.service, service_policies.get(backend.service))
-            for rule in spec.rules
-            for backend in rule.backends
-        )
-    )
-    limits = tuple(
-        sorted(
-            {
-                (rule.rate_limit.policy, (rate_limit_policies or {}).get(rule.rate_limit.policy))
-                for rule in spec.rules
-                if rule.rate_limit is not None and rule.rate_limit.policy is not None
-            },
-            key=lambda item: item[0],
-        )
-    )
-    objects = (entry, *(p for _, p in retries), *(p for _, p in services), *(p for _, p in limits))
-    key = (
-        id(entry),
-        tuple((n, id(p)) for n, p in retries),
-        tuple((n, id(p)) for n, p in services),
-        tuple((n, id(p)) for n, p in limits),
-    )
-    hit = _BY_IDENTITY.get(key)
-    if (
-        hit is not None
-        and len(hit[0]) == len(objects)
-        and all(a is b for a, b in zip(hit[0], objects, strict=True))
-    ):
-        return hit[1]
-    result = _envoy_routes(entry, retries, services, limits)
+    limits_given = rate_limit_policies or {}
+    hit = _BY_IDENTITY.get(id(entry))
+    if hit is not None:
+        known, refs, policies, result = hit
+        if known is entry and all(
+            (retry_policies, service_policies, limits_given)[source].get(name) is policy
+            for (source, name), policy in zip(refs, policies, strict=True)
+        ):
+            return result
+    refs = _references(entry.spec)
+    sources = (retry_policies, service_policies, limits_given)
+    found = tuple(sources[source].get(name) for source, name in refs)
+    by_source: tuple[list[tuple[str, Any]], ...] = ([], [], [])
+    for (source, name), policy in zip(refs, found, strict=True):
+        by_source[source].append((name, policy))
+    result = _envoy_routes(entry, *(tuple(items) for items in by_source))
     if len(_BY_IDENTITY) >= _IDENTITY_LIMIT:
         _BY_IDENTITY.clear()
-    _BY_IDENTITY[key] = (objects, result)
+    _BY_IDENTITY[id(entry)] = (entry, refs, found, result)
     return result
 
 
-#: An inventory change leaves every document object as it was: looking a route up by the
-#: identity of its document and policies first skips hashing the pydantic models (the
-#: larger part of translating after one endpoint change). The entry holds the objects, so
-#: their ids cannot be reused while it lives.
-_BY_IDENTITY: dict[tuple[Any, ...], tuple[tuple[object, ...], tuple[EnvoyRoute, ...]]] = {}
+#: Where a route's policies are looked up: retry, service and rate limit policies.
+_RETRY, _SERVICE, _LIMIT = range(3)
+
+
+@lru_cache(maxsize=8192)
+def _references(spec: RouteSpec) -> tuple[tuple[int, str], ...]:
+    """The policies a route uses, ``(source, name)``: retry policies, backend services and
+    rate limit policies, each sorted (the order ``_envoy_routes`` is keyed in)."""
+    retries = sorted({rule.retry.policy for rule in spec.rules if isinstance(rule.retry, RetryRef)})
+    services = sorted(backend.service for rule in spec.rules for backend in rule.backends)
+    limits = sorted(
+        {
+            rule.rate_limit.policy
+            for rule in spec.rules
+            if rule.rate_limit is not None and rule.rate_limit.policy is not None
+        }
+    )
+    return (
+        *((_RETRY, name) for name in retries),
+        *((_SERVICE, name) for name in services),
+        *((_LIMIT, name) for name in limits),
+    )
+
+
+#: An inventory change or a write leaves every other document's entry as it was (see
+#: ``ConfigParser``): looking a route up by the identity of its entry and policies first
+#: skips hashing the pydantic models (the larger part of translating after one change).
+#: Each value holds the objects it was computed from, so their ids cannot be reused while
+#: it lives.
+_BY_IDENTITY: dict[
+    int,
+    tuple[Entry[RouteSpec], tuple[tuple[int, str], ...], tuple[Any, ...], tuple[EnvoyRoute, ...]],
+] = {}
 _IDENTITY_LIMIT = 8192
 
 
@@ -115,6 +121,9 @@ def clear_caches() -> None:
     """Forget every memoised route (tests prove the caches change nothing)."""
     _BY_IDENTITY.clear()
     _envoy_routes.cache_clear()
+    _references.cache_clear()
+    _virtual_hosts.clear()
+    _route_configuration.cache_clear()
 
 
 def _per_filter_configs(
@@ -173,15 +182,18 @@ def _envoy_routes(
 #: What a route configuration depends on, per attached route: its name, age, hostnames
 #: and translated Envoy routes.
 Attached = tuple[str, int, tuple[str, ...], tuple[EnvoyRoute, ...]]
+#: What one virtual host depends on: each hostname covering it that routes are attached
+#: with (most specific first), and those routes.
+VirtualHostInputs = tuple[tuple[str, tuple[Attached, ...]], ...]
 
 
-def _virtual_host(host: str, routes_by_hostname: Mapping[str, Sequence[Attached]]) -> Any:
+def _virtual_host(host: str, inputs: VirtualHostInputs) -> Any:
     ranked: list[tuple[tuple[object, ...], Any]] = []
     seen: set[str] = set()
     # Most specific covering hostname first, so a route is ranked by its best one.
-    for hostname in covering(host):
+    for hostname, attached in inputs:
         host_rank = specificity(hostname)
-        for name, created_revision, _, translated in routes_by_hostname.get(hostname, ()):
+        for name, created_revision, _, translated in attached:
             if name in seen:
                 continue
             seen.add(name)
@@ -217,13 +229,59 @@ def _route_configuration(listener: str, attached: tuple[Attached, ...]) -> Messa
     for route in attached:
         for hostname in route[2]:
             routes_by_hostname.setdefault(hostname, []).append(route)
-    result: Message = route_configuration_pb2.RouteConfiguration(
-        name=listener,
-        virtual_hosts=[
-            _virtual_host(host, routes_by_hostname) for host in sorted(routes_by_hostname)
-        ],
-    )
+    by_hostname = {hostname: tuple(routes) for hostname, routes in routes_by_hostname.items()}
+    wildcards = any(hostname.startswith("*") for hostname in by_hostname)
+    known = _virtual_hosts.get(listener, {})
+    built: dict[str, tuple[VirtualHostInputs, bytes]] = {}
+    for host in sorted(by_hostname):
+        inputs: VirtualHostInputs
+        if wildcards:
+            inputs = tuple((h, by_hostname[h]) for h in covering(host) if h in by_hostname)
+        else:  # only the host itself covers it
+            inputs = ((host, by_hostname[host]),)
+        hit = known.get(host)
+        if hit is not None and hit[0] == inputs:
+            # The same routes by name and age, whose translated Envoy routes are the very
+            # same objects (``EnvoyRoute`` compares by identity): the same virtual host.
+            built[host] = hit
+        else:
+            built[host] = (inputs, _field(_VIRTUAL_HOSTS, _virtual_host(host, inputs)))
+    if listener not in _virtual_hosts and len(_virtual_hosts) >= _LISTENERS_KEPT:
+        _virtual_hosts.clear()
+    _virtual_hosts[listener] = built  # replaced whole: nothing is ever changed in place
+    encoded = b"".join((_field(_NAME, listener.encode()), *(field for _, field in built.values())))
+    result: Message = route_configuration_pb2.RouteConfiguration.FromString(encoded)
     return result
+
+
+#: Per listener, per virtual host: the inputs it was last built from and the virtual host,
+#: encoded as a ``RouteConfiguration.virtual_hosts`` field. A write that changes one route
+#: rebuilds only the virtual hosts that route is in; the others are reused as they are.
+#: The configuration is then parsed from the fields joined, which costs less than copying
+#: thousands of messages into it, and is byte for byte what building it afresh gives (the
+#: fields in field-number order, as protobuf serialises them). Bounded: a listener keeps
+#: the hosts of its last build only, and at most ``_LISTENERS_KEPT`` listeners are kept.
+#: A build reads the last one's table and publishes its own as a new dict, so concurrent
+#: builds cannot break each other (the worst a race costs is rebuilding a virtual host).
+_virtual_hosts: dict[str, dict[str, tuple[VirtualHostInputs, bytes]]] = {}
+_LISTENERS_KEPT = 1024
+#: ``RouteConfiguration`` field numbers: ``name`` and ``virtual_hosts``.
+_NAME, _VIRTUAL_HOSTS = 1, 2
+
+
+def _field(number: int, value: Message | bytes) -> bytes:
+    """A length-delimited protobuf field: its key, its length (varints), its bytes."""
+    payload = value if isinstance(value, bytes) else value.SerializeToString(deterministic=True)
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 @lru_cache(maxsize=256)
