@@ -2,24 +2,25 @@
 
 Shared by the REST-to-Envoy tests: the registry file of local upstreams, the server
 started as an operator starts it, a small REST client that fails loudly on any non-2xx
-answer, traffic through Envoy, and what Envoy and the server report about the config
-Envoy holds (``/config_dump``, Envoy's stats, the server's CSDS).
+answer, traffic through Envoy, the three together (``rest_envoy``), and what Envoy and the
+server report about the config Envoy holds (``/config_dump``, Envoy's stats, the server's CSDS).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import httpx
 from envoy.service.status.v3 import csds_pb2
 
-from tests.support.envoy import Envoy, bootstrap, wait_for
+from tests.support.envoy import Envoy, bootstrap, free_port, running_envoy, wait_for
 from tests.support.process import ServerProcess
-from tests.support.upstream import Upstream
 
 KIND_PATHS = {
     "Listener": "listeners",
@@ -30,8 +31,15 @@ KIND_PATHS = {
 CSDS_FETCH = "/envoy.service.status.v3.ClientStatusDiscoveryService/FetchClientStatus"
 
 
-def registry_yaml(services: Mapping[str, Sequence[Upstream]]) -> str:
-    """A static registry file: each service's instances are the given local upstreams."""
+class Listening(Protocol):
+    """A local server on 127.0.0.1 (``Upstream``, ``GrpcEcho``, ``WebSocketEcho`` …)."""
+
+    @property
+    def port(self) -> int: ...
+
+
+def registry_yaml(services: Mapping[str, Sequence[Listening]]) -> str:
+    """A static registry file: each service's instances are the given local servers."""
     lines = ["services:"]
     for service, instances in services.items():
         lines += [f"  {service}:", "    endpoints:"]
@@ -200,6 +208,40 @@ def converge(what: str, probe: Callable[[], object], envoy: Envoy, timeout: floa
     delay = time.monotonic() - started
     print(f"{what}: {delay * 1000:.0f} ms")
     return delay
+
+
+@dataclass
+class RestEnvoy:
+    """A server (static registry, SQLite store), an Envoy on its ADS port, the REST client of
+    its admin API and traffic through one Envoy listener port (``traffic.port``, on which no
+    listener is configured yet)."""
+
+    server: ServerProcess
+    envoy: Envoy
+    api: Api
+    traffic: Traffic
+
+    def converge(self, what: str, probe: Callable[[], object]) -> float:
+        return converge(what, probe, self.envoy)
+
+
+@contextmanager
+def rest_envoy(registry: Path, store: Path) -> Iterator[RestEnvoy]:
+    """``start_server`` on ``registry`` and ``store``, then an Envoy from ``envoy_config``; on
+    exit the clients are closed, Envoy is stopped and the server killed, in that order. The
+    caller starts (and stops) the upstreams and puts a listener on ``traffic.port``: a free
+    port picked once the server holds its own, so it cannot be one of them."""
+    server = start_server(registry, store)
+    try:
+        with running_envoy(envoy_config(server.ads_port)) as envoy:
+            api, traffic = Api(server.admin), Traffic(free_port())
+            try:
+                yield RestEnvoy(server, envoy, api, traffic)
+            finally:
+                traffic.close()
+                api.close()
+    finally:
+        server.kill()
 
 
 _DYNAMIC = {

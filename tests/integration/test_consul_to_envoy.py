@@ -17,7 +17,8 @@ import pytest
 
 from tests.consul_double import ConsulDouble
 from tests.support import seed
-from tests.support.envoy import Envoy, bootstrap, free_port, http_get, running_envoy, wait_for
+from tests.support.consul_stack import consul_envoy
+from tests.support.envoy import Envoy, free_port, http_get, wait_for
 from tests.support.process import ServerProcess
 from tests.support.upstream import Upstream, upstreams
 
@@ -57,21 +58,10 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     with ConsulDouble() as consul, upstreams("web-1", "web-2", "web-3", "later-1") as backends:
         for backend in backends[:2]:
             consul.register("web", "127.0.0.1", backend.port, id=backend.name, node=backend.name)
-        server = ServerProcess.local(
-            tmp_path / "store.db",
-            "consul",
-            "--log-format",
-            "text",
-            env={"CONSUL_HTTP_ADDR": f"127.0.0.1:{consul.port}"},
-        ).start()
-        try:
-            with running_envoy(bootstrap(server.ads_port, node_id="edge-1")) as envoy:
-                wait_for(
-                    lambda: http_get(port)[0] == 200, 30, "traffic through Envoy", envoy.check_alive
-                )
-                yield Stack(consul, server, envoy, port, backends)
-        finally:
-            server.kill()
+        with consul_envoy(
+            consul, tmp_path / "store.db", lambda: http_get(port)[0] == 200, "traffic through Envoy"
+        ) as (server, envoy):
+            yield Stack(consul, server, envoy, port, backends)
 
 
 def measure(what: str, probe: Callable[[], object], stack: Stack, timeout: float = 10.0) -> float:

@@ -28,6 +28,7 @@ import pytest
 from tests.consul_double import ConsulDouble
 from tests.integration.http_apps import GrpcEcho
 from tests.integration.rest_stack import Api, csds, start_server
+from tests.support.consul_stack import consul_server
 from tests.support.envoy import free_port, wait_for
 from tests.support.process import ServerProcess
 
@@ -409,6 +410,10 @@ def assert_no_nacks(stack: Stack) -> None:
     for node_id in stack.clients:
         proxy = proxies[node_id]
         assert proxy["envoy_version"], proxy  # its user agent's version
+        # Listed with its user agent ("gRPC Python 1.76.0", "grpc-node-js 1.x") and type.
+        assert "grpc" in proxy["user_agent"].lower(), proxy
+        assert proxy["user_agent"].endswith(proxy["envoy_version"]), proxy
+        assert proxy["client_type"] == "grpc", proxy
         assert {"LDS", "RDS", "CDS", "EDS"} <= set(proxy["types"]), proxy
         for kind, status in proxy["types"].items():
             assert status["last_nack"] is None, (node_id, kind, status["last_nack"])
@@ -446,18 +451,9 @@ def consul_stack(tmp_path: Path) -> Iterator[tuple[Stack, ConsulDouble]]:
         with ConsulDouble() as consul:
             for name, echo in echoes.items():
                 consul.register("echo", "127.0.0.1", echo.port, id=f"echo-{name}", node=name)
-            server = ServerProcess.local(
-                tmp_path / "store.db",
-                "consul",
-                "--log-format",
-                "text",
-                env={"CONSUL_HTTP_ADDR": f"127.0.0.1:{consul.port}"},
-            ).start()
-            try:
+            with consul_server(consul, tmp_path / "store.db") as server:
                 ports = {name: echo.port for name, echo in echoes.items()}
                 yield Stack(server, tmp_path, ports), consul
-            finally:
-                server.kill()
     finally:
         for echo in echoes.values():
             echo.stop()

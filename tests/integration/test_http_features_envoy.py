@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
@@ -27,14 +27,12 @@ from websockets.sync.client import ClientConnection, connect
 
 from tests.integration.http_apps import GRPC_SERVICE, GrpcEcho, WebSocketEcho
 from tests.integration.rest_stack import (
-    Api,
-    Traffic,
-    converge,
+    RestEnvoy,
     envoy_cluster,
-    envoy_config,
     listener,
+    registry_yaml,
+    rest_envoy,
     route,
-    start_server,
     to,
 )
 from tests.integration.test_translate_envoy_validate import (
@@ -42,7 +40,7 @@ from tests.integration.test_translate_envoy_validate import (
     assert_envoy_accepts,
     config_of,
 )
-from tests.support.envoy import Envoy, free_port, running_envoy
+from tests.support.envoy import free_port
 from tests.support.upstream import Upstream
 from xds_server.model import Inventory, validate_config
 from xds_server.model.inventory import Endpoint, Service
@@ -60,23 +58,9 @@ SLOW_GRPC = 2.0  # seconds the gRPC "Slow" method takes
 
 
 @dataclass
-class Stack:
-    api: Api
-    envoy: Envoy
-    traffic: Traffic
+class Stack(RestEnvoy):
     upgrades_port: int
     grpc: dict[str, GrpcEcho]
-
-    def converge(self, what: str, probe: Callable[[], object]) -> float:
-        return converge(what, probe, self.envoy)
-
-
-def _registry(services: Mapping[str, Sequence[int]]) -> str:
-    lines = ["services:"]
-    for service, ports in services.items():
-        lines += [f"  {service}:", "    endpoints:"]
-        lines += [f"      - {{address: 127.0.0.1, port: {port}}}" for port in ports]
-    return "\n".join(lines) + "\n"
 
 
 @pytest.fixture(scope="module")
@@ -85,41 +69,34 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     http = {name: Upstream(name).start() for names in HTTP_SERVICES.values() for name in names}
     echo = WebSocketEcho().start()
     grpc_servers = {name: GrpcEcho(name, delay=SLOW_GRPC).start() for name in GRPC_SERVERS}
-    server = None
     try:
         registry = tmp / "registry.yaml"
         registry.write_text(
-            _registry(
+            registry_yaml(
                 {
-                    **{s: [http[n].port for n in names] for s, names in HTTP_SERVICES.items()},
-                    "echo": [echo.port],
-                    **{name: [g.port] for name, g in grpc_servers.items()},
+                    **{s: [http[n] for n in names] for s, names in HTTP_SERVICES.items()},
+                    "echo": [echo],
+                    **{name: [g] for name, g in grpc_servers.items()},
                 }
             )
         )
-        server = start_server(registry, tmp / "store.db")
-        port, upgrades_port = free_port(), free_port()
-        with running_envoy(envoy_config(server.ads_port)) as envoy:
-            api, traffic = Api(server.admin), Traffic(port)
-            try:
-                upgrades = listener("upgrades", upgrades_port)
-                upgrades["spec"]["http"] = {"upgrades": ["websocket"]}
-                api.apply([listener("public", port), upgrades])
-                converge(
-                    "listeners PUT -> Envoy listens",
-                    lambda: (
-                        traffic.get("nothing.test").status_code == 404
-                        and httpx.get(f"http://127.0.0.1:{upgrades_port}/").status_code == 404
-                    ),
-                    envoy,
-                )
-                yield Stack(api, envoy, traffic, upgrades_port, grpc_servers)
-            finally:
-                traffic.close()
-                api.close()
+        with rest_envoy(registry, tmp / "store.db") as rest:
+            upgrades_port = free_port()
+            stack = Stack(
+                rest.server, rest.envoy, rest.api, rest.traffic, upgrades_port, grpc_servers
+            )
+            upgrades = listener("upgrades", upgrades_port)
+            upgrades["spec"]["http"] = {"upgrades": ["websocket"]}
+            stack.api.apply([listener("public", stack.traffic.port), upgrades])
+            stack.converge(
+                "listeners PUT -> Envoy listens",
+                lambda: (
+                    stack.traffic.get("nothing.test").status_code == 404
+                    and httpx.get(f"http://127.0.0.1:{upgrades_port}/").status_code == 404
+                ),
+            )
+            yield stack
     finally:
-        if server is not None:
-            server.kill()
         for upstream in http.values():
             upstream.stop()
         echo.stop()

@@ -11,25 +11,21 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from tests.integration.rest_stack import (
-    Api,
-    Traffic,
-    converge,
+    RestEnvoy,
     envoy_cluster,
-    envoy_config,
     listener,
     registry_yaml,
+    rest_envoy,
     route,
-    start_server,
     to,
 )
-from tests.support.envoy import Envoy, free_port, running_envoy
 from tests.support.upstream import Upstream
 
 pytestmark = pytest.mark.envoy
@@ -50,14 +46,8 @@ SLOW_ANSWER = 0.6  # seconds the "slow" instance takes to answer
 
 
 @dataclass
-class Stack:
-    api: Api
-    envoy: Envoy
-    traffic: Traffic
+class Stack(RestEnvoy):
     upstreams: dict[str, Upstream]
-
-    def converge(self, what: str, probe: Callable[[], object]) -> float:
-        return converge(what, probe, self.envoy)
 
 
 @pytest.fixture(scope="module")
@@ -68,30 +58,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         for names in SERVICES.values()
         for name in names
     }
-    server = None
     try:
         registry = tmp / "registry.yaml"
         registry.write_text(
             registry_yaml({s: [started[n] for n in names] for s, names in SERVICES.items()})
         )
-        server = start_server(registry, tmp / "store.db")
-        port = free_port()
-        with running_envoy(envoy_config(server.ads_port)) as envoy:
-            api, traffic = Api(server.admin), Traffic(port)
-            try:
-                api.put(listener("public", port))
-                converge(
-                    "listener PUT -> Envoy listens",
-                    lambda: traffic.get("nothing.test").status_code == 404,
-                    envoy,
-                )
-                yield Stack(api, envoy, traffic, started)
-            finally:
-                traffic.close()
-                api.close()
+        with rest_envoy(registry, tmp / "store.db") as rest:
+            stack = Stack(rest.server, rest.envoy, rest.api, rest.traffic, started)
+            stack.api.put(listener("public", stack.traffic.port))
+            stack.converge(
+                "listener PUT -> Envoy listens",
+                lambda: stack.traffic.get("nothing.test").status_code == 404,
+            )
+            yield stack
     finally:
-        if server is not None:
-            server.kill()
         for upstream in started.values():
             upstream.stop()
 

@@ -20,8 +20,8 @@ import pytest
 
 from tests.consul_double import ConsulDouble
 from tests.support import seed
-from tests.support.envoy import Envoy, bootstrap, free_port, http_get, running_envoy, wait_for
-from tests.support.process import ServerProcess
+from tests.support.consul_stack import consul_envoy
+from tests.support.envoy import Envoy, free_port, http_get, wait_for
 from tests.support.upstream import Upstream, upstreams
 
 pytestmark = pytest.mark.envoy
@@ -82,24 +82,13 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
             consul.register(
                 "api", "127.0.0.1", backend.port, id=backend.name, node=backend.name, tags=[tag]
             )
-        server = ServerProcess.local(
+        with consul_envoy(
+            consul,
             tmp_path / "store.db",
-            "consul",
-            "--log-format",
-            "text",
-            env={"CONSUL_HTTP_ADDR": f"127.0.0.1:{consul.port}"},
-        ).start()
-        try:
-            with running_envoy(bootstrap(server.ads_port, node_id="edge-1")) as envoy:
-                wait_for(
-                    lambda: http_get(port, headers=CANARY)[:2] == (200, "v2"),
-                    30,
-                    "the v2 subset serving through Envoy",
-                    envoy.check_alive,
-                )
-                yield Stack(consul, envoy, port, [v1a, v1b], v2)
-        finally:
-            server.kill()
+            lambda: http_get(port, headers=CANARY)[:2] == (200, "v2"),
+            "the v2 subset serving through Envoy",
+        ) as (_, envoy):
+            yield Stack(consul, envoy, port, [v1a, v1b], v2)
 
 
 def test_a_weighted_split_by_subset_and_a_header_rule(stack: Stack) -> None:
