@@ -14,9 +14,12 @@ def scenarios() -> dict[str, Scenario]:
     from bench.scenarios import (
         bytes_per_change,
         churn,
+        config_scale,
         connect_storm,
         console,
+        consul_reads,
         endpoint_flap,
+        fleet,
         idle,
         load_held,
         mass_change,
@@ -34,11 +37,14 @@ def scenarios() -> dict[str, Scenario]:
         "route_change": route_change.run,
         "idle": idle.run,
         "bytes_per_change": bytes_per_change.run,
+        "consul_reads": consul_reads.run,
         "sovereign": sovereign.run,
         "load_held": load_held.run,
         "mass_change": mass_change.run,
         "mesh": mesh.run,
         "console": console.run,
+        "config_scale": config_scale.run,
+        "fleet": fleet.run,
     }
 
 
@@ -50,9 +56,12 @@ NAMES = (
     "route_change",
     "idle",
     "bytes_per_change",
+    "consul_reads",
     "sovereign",
     "load_held",
     "mass_change",
     "mesh",
     "console",
+    "config_scale",
+    "fleet",
 )
