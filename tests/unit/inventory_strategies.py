@@ -3,11 +3,13 @@ translation must equal a translation from nothing, whatever the sequence of chan
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 from hypothesis import strategies as st
 
-from xds_server.model import Endpoint, Health
+from xds_server.model import Endpoint, Health, Service
 
 
 def endpoint(index: int, healthy: bool, version: str, port: int) -> Endpoint:
@@ -33,3 +35,19 @@ def endpoint_sets(subsets: Sequence[str], max_size: int) -> st.SearchStrategy[tu
         max_size=max_size,
         unique_by=lambda e: e.address,
     ).map(lambda found: tuple(sorted(found, key=lambda e: (e.address, e.port))))
+
+
+def apply_service_step(services: dict[str, Service], kind: str, value: Any) -> bool:
+    """The inventory steps both memo property tests take: a service set, removed, or rebuilt
+    equal but not the same object. False: ``kind`` is not one of them."""
+    if kind == "service":
+        name, found = value
+        services[name] = Service(name, found)
+    elif kind == "remove service":
+        services.pop(value, None)
+    elif kind == "same service rebuilt":
+        if value in services:
+            services[value] = dataclasses.replace(services[value])  # equal, not same
+    else:
+        return False
+    return True

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import xds_server.translate
-from tests.unit.inventory_strategies import endpoint, endpoint_sets
+from tests.unit.inventory_strategies import apply_service_step, endpoint, endpoint_sets
 from xds_server.cache.snapshot import Snapshot
 from xds_server.cache.snapshot_cache import SnapshotCache
 from xds_server.cache.types import CLUSTER, ENDPOINT
@@ -125,14 +125,9 @@ steps: st.SearchStrategy[Step] = st.one_of(
 
 def _apply(world: World, step: Step) -> None:
     kind, value = step
-    if kind == "service":
-        name, found = value
-        world.services[name] = Service(name, found)
-    elif kind == "remove service":
-        world.services.pop(value, None)
-    elif kind == "same service rebuilt" and value in world.services:
-        world.services[value] = dataclasses.replace(world.services[value])  # equal, not same
-    elif kind == "route":
+    if apply_service_step(world.services, kind, value):
+        return
+    if kind == "route":
         name, backends = value
         world.routes[name] = backends
     elif kind == "remove route":

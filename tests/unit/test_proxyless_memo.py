@@ -19,7 +19,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.unit.inventory_strategies import endpoint, endpoint_sets
+from tests.unit.inventory_strategies import apply_service_step, endpoint, endpoint_sets
 from xds_server.model import Config, Endpoint, Inventory, Service
 from xds_server.model.config import RawDocument
 from xds_server.model.config_parser import ConfigParser
@@ -138,14 +138,9 @@ steps: st.SearchStrategy[Step] = st.one_of(
 
 def _apply(world: World, step: Step) -> None:
     kind, value = step
-    if kind == "service":
-        name, found = value
-        world.services[name] = Service(name, found)
-    elif kind == "remove service":
-        world.services.pop(value, None)
-    elif kind == "same service rebuilt" and value in world.services:
-        world.services[value] = dataclasses.replace(world.services[value])  # equal, not same
-    elif kind == "route":
+    if apply_service_step(world.services, kind, value):
+        return
+    if kind == "route":
         name, hostnames, backends, retry = value
         world.routes[name] = (hostnames, backends, retry)
     elif kind == "remove route":
