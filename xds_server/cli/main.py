@@ -25,6 +25,7 @@ from xds_server.cli import serve as serve_command
 from xds_server.cli import store as store_command
 from xds_server.cli.client import DEFAULT_SERVER, ApiClient, CliError, error_item_line
 from xds_server.cli.files import read_documents
+from xds_server.cli.typer_app import command_group
 from xds_server.model import KINDS, KindInfo
 
 HELP = """An xDS control plane for Envoy, and the command line of its REST API.
@@ -32,14 +33,7 @@ HELP = """An xDS control plane for Envoy, and the command line of its REST API.
 `serve` runs the server. The other commands talk to a running server (--server,
 XDS_SERVER_URL), except `validate` and `bootstrap`, which need none."""
 
-app = typer.Typer(
-    name="xds-server",
-    help=HELP,
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
+app = command_group("xds-server", HELP)
 
 
 class Output(StrEnum):

@@ -21,6 +21,7 @@ import typer
 
 from xds_server.cli import render
 from xds_server.cli.client import ApiClient, CliError
+from xds_server.cli.typer_app import command_group
 
 #: ``(ctx, --server, --token) -> client``.
 Connect = Callable[[typer.Context, str | None, str | None], ApiClient]
@@ -65,14 +66,7 @@ def print_rotation(status: dict[str, Any]) -> None:
 
 def register(app: typer.Typer, connect: Connect, dump: Dump) -> None:
     """Add ``mesh rotate-root`` to the ``xds-server`` Typer app."""
-    mesh_app = typer.Typer(
-        name="mesh",
-        help=HELP,
-        no_args_is_help=True,
-        add_completion=False,
-        pretty_exceptions_enable=False,
-        rich_markup_mode=None,
-    )
+    mesh_app = command_group("mesh", HELP)
 
     @mesh_app.command("rotate-root")
     def rotate_root(

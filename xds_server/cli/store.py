@@ -29,6 +29,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from xds_server.cli.typer_app import command_group
 from xds_server.model.config import Config
 from xds_server.model.inventory import Inventory
 from xds_server.model.problems import InvalidDocuments, Problem
@@ -45,13 +46,8 @@ from xds_server.store.transfer import (
 
 T = TypeVar("T")
 
-store_app = typer.Typer(
-    name="store",
-    help="Export the whole config of a store to a file, or import one (one revision).",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+store_app = command_group(
+    "store", "Export the whole config of a store to a file, or import one (one revision)."
 )
 
 StoreOption = Annotated[
